@@ -1,0 +1,50 @@
+"""Pure tensor math that every kdlens audit reports: fidelity, calibration and representational similarity.
+
+Functional measures take tensors or numpy arrays and return floats (or per-example tensors with
+``reduction="none"``); their streaming twins are ``torchmetrics.Metric`` subclasses sharing the same code.
+"""
+
+from kdlens.measures._resampling import Interval
+from kdlens.measures.calibration import (
+    CalibrationError,
+    ReliabilityCurve,
+    brier_score,
+    classwise_expected_calibration_error,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_curve,
+)
+from kdlens.measures.calibration_intervals import bootstrap_ece, bootstrap_paired_difference
+from kdlens.measures.cka import cka_matrix, linear_cka, rbf_cka
+from kdlens.measures.cka_intervals import PermutationTest, cka_bootstrap_interval, cka_permutation_test
+from kdlens.measures.cka_streaming import CKAMatrix, LinearCKA, MinibatchCKA
+from kdlens.measures.fidelity import Agreement, agreement, js_divergence, kl_divergence, total_variation
+
+__all__ = [
+    "Agreement",
+    "CKAMatrix",
+    "CalibrationError",
+    "Interval",
+    "LinearCKA",
+    "MinibatchCKA",
+    "PermutationTest",
+    "ReliabilityCurve",
+    "agreement",
+    "bootstrap_ece",
+    "bootstrap_paired_difference",
+    "brier_score",
+    "cka_bootstrap_interval",
+    "cka_matrix",
+    "cka_permutation_test",
+    "classwise_expected_calibration_error",
+    "expected_calibration_error",
+    "fit_temperature",
+    "js_divergence",
+    "kl_divergence",
+    "linear_cka",
+    "negative_log_likelihood",
+    "rbf_cka",
+    "reliability_curve",
+    "total_variation",
+]
