@@ -276,13 +276,15 @@ def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.01, 100.0),
     beta = min(max(1.0, lo), hi)
     for _ in range(200):
         grad, curv = gradient_and_curvature(beta)
+        if abs(grad) < tol:
+            break
         if grad > 0:
             hi = beta
         else:
             lo = beta
         step = beta - grad / curv if curv > 0 else float("nan")
-        beta = step if lo < step < hi else 0.5 * (lo + hi)  # Newton inside the bracket, else bisect
-        if abs(grad) < tol or hi - lo < tol * hi:
+        beta = step if lo <= step <= hi else 0.5 * (lo + hi)  # Newton inside the bracket, else bisect
+        if hi - lo < tol * hi:
             break
     return 1.0 / beta
 

@@ -146,11 +146,20 @@ def linear_cka(x, y, debiased: bool = False, pool: str | None = None) -> float:
     return cka_from_summary(summarize(fx, fy), debiased)
 
 
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """The median as numpy defines it: the mean of the two middle values when their count is even."""
+    m = values.numel()
+    upper = torch.kthvalue(values, m // 2 + 1).values
+    return upper if m % 2 else 0.5 * (upper + torch.kthvalue(values, m // 2).values)
+
+
 def _rbf_gram(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    sq_dist = torch.cdist(x, x).square()  # (n, n)
+    x = x - x.mean(0, keepdim=True)  # centring keeps |a|^2 - 2ab + |b|^2 (cdist's matmul route) accurate in float64
+    dist = torch.cdist(x, x)  # (n, n)
     n = x.shape[0]
     pairs = torch.triu_indices(n, n, offset=1, device=x.device)
-    median = sq_dist[pairs[0], pairs[1]].median().sqrt()
+    median = _median(dist[pairs[0], pairs[1]])
+    sq_dist = dist.square()
     if not float(median) > 0:
         C.fail("x", "examples that are not all identical", "a median pairwise distance of 0")
     return torch.exp(-sq_dist / (2.0 * (sigma * median) ** 2))

@@ -69,6 +69,7 @@ class CKAMatrix(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    _samples_name = "feats_a"
 
     def __init__(self, layers_a, layers_b, debiased: bool = False, pool: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -98,13 +99,19 @@ class CKAMatrix(Metric):
             close = difflib.get_close_matches(missing[0], list(feats), n=3)
             hint = f"Did you mean {', '.join(map(repr, close))}?" if close else f"It has {sorted(feats)}."
             C.fail(name, f"a dict with layers {expected}", f"no {missing[0]!r}", hint, error=KeyError)
-        return [features(feats[k], f"{name}[{k!r}]", self.pool) for k in expected]
+        return [features(feats[k], self._label(name, k), self.pool) for k in expected]
+
+    def _label(self, side: str, key: str) -> str:
+        """How an input is named in error messages."""
+        return f"{side}[{key!r}]"
 
     def update(self, feats_a: dict, feats_b: dict) -> None:
         xs = self._side(feats_a, self.layers_a, "feats_a")
         ys = self._side(feats_b, self.layers_b, "feats_b")
-        for f in xs[1:] + ys:
-            C.check_same_length(xs[0], f, "feats_a", "feats_b")
+        named = [(f, self._label("feats_a", k)) for f, k in zip(xs, self.layers_a, strict=True)]
+        named += [(f, self._label("feats_b", k)) for f, k in zip(ys, self.layers_b, strict=True)]
+        for f, name in named[1:]:
+            C.check_same_length(named[0][0], f, named[0][1], name)
         widths_a, widths_b = [x.shape[1] for x in xs], [y.shape[1] for y in ys]
         if self.widths_a is None:
             self.widths_a, self.widths_b = widths_a, widths_b
@@ -144,7 +151,8 @@ class CKAMatrix(Metric):
         n = float(self.n)
         if self.widths_a is None or n == 0:
             C.fail(type(self).__name__, "updated with at least one batch before compute()", "no batches")
-        C.check_min_samples(int(n), 4 if self.debiased else 2, "feats_a", "CKA")
+        minimum, estimator = (4, "debiased (unbiased-HSIC) CKA") if self.debiased else (2, "CKA")
+        C.check_min_samples(int(n), minimum, self._samples_name, estimator)
         blocks_a, blocks_b = _blocks(self.widths_a), _blocks(self.widths_b)
         side_a = [self._self_terms(getattr(self, f"gram_a{i}"), self.sum_a[s], self.sq_a[i], self.sqsq_a[i],
                                    self.sqx_a[s], n) for i, s in enumerate(blocks_a)]
@@ -187,8 +195,13 @@ class LinearCKA(CKAMatrix):
     1.0
     """
 
+    _samples_name = "x"
+
     def __init__(self, debiased: bool = False, pool: str | None = None, **kwargs) -> None:
         super().__init__(["x"], ["y"], debiased=debiased, pool=pool, **kwargs)
+
+    def _label(self, side: str, key: str) -> str:
+        return key
 
     def update(self, x, y) -> None:  # type: ignore[override]
         super().update({"x": x}, {"y": y})
