@@ -223,6 +223,7 @@ def test_features_of_wrong_type():
         M.cka_matrix([good_features()], {"b": good_features()})
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
 def test_compute_before_update_is_an_error():
     for metric in (M.Agreement(), M.CalibrationError(), M.LinearCKA(), M.MinibatchCKA()):
         with pytest.raises(ValueError, match="updated with at least one batch"):

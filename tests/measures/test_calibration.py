@@ -217,3 +217,24 @@ def test_paired_difference_is_zero_for_identical_models_and_signed_correctly():
     nll_gap = M.bootstrap_paired_difference(teacher, student, labels, "nll", n_resamples=10)
     expected = M.negative_log_likelihood(teacher, labels) - M.negative_log_likelihood(student, labels)
     assert nll_gap.estimate == pytest.approx(expected, rel=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 50), st.integers(0, 50), st.integers(-3, 3), st.booleans())
+def test_bin_index_follows_the_documented_edges_exactly(n_bins, k, ulps, as_float32):
+    from fractions import Fraction
+
+    from kdlens.measures.calibration import _width_bin_index
+
+    value = min(k, n_bins) / n_bins  # an edge, then nudged a few ulps either side
+    for _ in range(abs(ulps)):
+        value = float(np.nextafter(value, 2.0 if ulps > 0 else -1.0))
+    value = min(max(value, 0.0), 1.0)
+    if as_float32:
+        value = float(np.float32(value))
+    # The documented edges are the doubles nearest j / n_bins; bin b holds (edge_b, edge_b+1]: count the inner
+    # edges strictly below the value, in exact rational arithmetic.
+    edges = [Fraction(j / n_bins) for j in range(1, n_bins)]
+    expected = sum(edge < Fraction(value) for edge in edges)
+    dtype = torch.float32 if as_float32 else torch.float64
+    assert int(_width_bin_index(torch.tensor([value], dtype=dtype), n_bins)[0]) == expected

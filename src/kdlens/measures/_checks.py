@@ -107,7 +107,7 @@ def check_probs(x, name: str = "probs") -> torch.Tensor:
     # One fused pass on the happy path: rows sum to 1 and no entry is negative implies all entries in [0, 1]
     # and finite. The slower diagnostics below run only when something is wrong.
     lowest = t.min()
-    row_sums = t.sum(dim=1, dtype=torch.float64)
+    row_sums = t.sum(dim=1) if t.dtype in (torch.float32, torch.float64) else t.float().sum(dim=1)  # (n,)
     sums_ok = bool(((row_sums - 1.0).abs() <= ROW_SUM_ATOL).all())
     if sums_ok and bool(lowest >= 0):
         return t

@@ -36,28 +36,43 @@ def _width_edges(n_bins: int, device=None) -> torch.Tensor:
 
 
 def _width_bin_index(confidence: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """Index of the (a, b] bin for each confidence; 0 goes to bin 0 and 1.0 to bin n_bins - 1."""
-    inner = _width_edges(n_bins, confidence.device)[1:-1]
-    # bucketize(right=False) returns i with inner[i-1] < x <= inner[i]: exactly the (a, b] policy.
-    return torch.bucketize(confidence.double(), inner, right=False)
+    """Index of the (a, b] bin for each confidence; 0 goes to bin 0 and 1.0 to bin n_bins - 1.
+
+    ``ceil(c * n_bins) - 1`` is the bin up to the rounding of the product; one comparison with the exact edges on
+    each side moves the few values within an ulp of an edge to where the (a, b] policy puts them.
+    """
+    c = confidence.double()
+    index = (c * n_bins).ceil_().long().clamp_(1, n_bins).sub_(1)
+    lower = index.double() / n_bins  # == _width_edges(n_bins)[index]: the same correctly rounded k / n_bins
+    index -= ((c <= lower) & (index > 0)).long()
+    upper = (index + 1).double() / n_bins
+    index += ((c > upper) & (index < n_bins - 1)).long()
+    return index
 
 
 def _bin_sums(index: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor, n_bins: int):
     """(count, confidence sum, correct sum) per bin, each (n_bins,) float64."""
-    count = torch.bincount(index, minlength=n_bins).double()
+    # One unweighted count over (correct, bin) pairs gives both the count and the correct sum, exactly.
+    by_outcome = torch.bincount(index + n_bins * correct.long(), minlength=2 * n_bins).double().view(2, n_bins)
     conf_sum = torch.bincount(index, weights=confidence.double(), minlength=n_bins)
-    correct_sum = torch.bincount(index, weights=correct.double(), minlength=n_bins)
-    return count, conf_sum, correct_sum
+    return by_outcome.sum(0), conf_sum, by_outcome[1]
+
+
+_ROWS_PER_CHUNK = 1 << 16  # max over a short last dim is ~1.6x faster on cache-sized chunks than in one call
 
 
 def _top_label(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    confidence, prediction = probs.max(dim=-1)  # (n,), (n,)
+    """Top-label confidence (n,) and whether the argmax (first maximum on ties) is the label, (n,) bool."""
+    parts = [chunk.max(dim=-1) for chunk in probs.split(_ROWS_PER_CHUNK)]
+    confidence = torch.cat([part.values for part in parts])
+    prediction = torch.cat([part.indices for part in parts])
     return confidence, prediction == labels
 
 
 def _calibration_update(probs: torch.Tensor, labels: torch.Tensor, n_bins: int, binning: str = "width"):
     """Per-bin sums for top-label calibration: the one implementation behind ECE, the curve and the Metric."""
     confidence, correct = _top_label(probs, labels)
+    confidence = confidence.double()
     if binning == "width":
         index = _width_bin_index(confidence, n_bins)
         return (*_bin_sums(index, confidence, correct, n_bins), _width_edges(n_bins, probs.device))
