@@ -68,7 +68,7 @@ def cka_bootstrap_interval(x, y, n_resamples: int = 1000, level: float = 0.95, d
     """Resampling interval for linear CKA, resampling examples (rows of x and y together).
 
     The percentile interval is wrong for CKA: duplicated rows in a bootstrap resample look like perfectly
-    aligned pairs and push every replicate above the estimate (its coverage was 0% in our simulation). So:
+    aligned pairs and push the replicates above the estimate, so the interval misses the truth. Instead:
 
     * ``debiased=False``: ordinary bootstrap (with replacement) and the *basic* interval
       ``[2 theta - q_hi, 2 theta - q_lo]``, which subtracts the resampling bias;
