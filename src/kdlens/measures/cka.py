@@ -235,11 +235,12 @@ def cka_matrix(feats_a: dict, feats_b: dict, kernel: str = "linear", debiased: b
                    error=TypeError)
     a = {k: features(v, f"feats_a[{k!r}]", pool) for k, v in feats_a.items()}
     b = {k: features(v, f"feats_b[{k!r}]", pool) for k, v in feats_b.items()}
-    first = next(iter(a.values()))
-    for name, f in [*(("feats_a[" + repr(k) + "]", v) for k, v in a.items()),
-                    *(("feats_b[" + repr(k) + "]", v) for k, v in b.items())]:
-        C.check_same_length(first, f, f"feats_a[{next(iter(a))!r}]", name)
-    C.check_min_samples(first.shape[0], 4 if debiased else 2, "feats_a", "CKA")
+    named = [(f"feats_a[{k!r}]", v) for k, v in a.items()] + [(f"feats_b[{k!r}]", v) for k, v in b.items()]
+    first_name, first = named[0]
+    for name, f in named[1:]:
+        C.check_same_length(first, f, first_name, name)
+    minimum, estimator = (4, "debiased (unbiased-HSIC) CKA") if debiased else (2, "CKA")
+    C.check_min_samples(first.shape[0], minimum, first_name, estimator)
     out = torch.empty(len(a), len(b), dtype=torch.float64)
     if kernel == "rbf":
         grams_b = [_rbf_gram(v, sigma) for v in b.values()]
