@@ -201,6 +201,15 @@ def _nll_per_example(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -torch.log(p.double().gather(1, y[:, None]).squeeze(1))  # (n,)
 
 
+def _scored(per_example, probs, labels, reduction: str):
+    """Validate, score each example, reduce: the shared body of the proper scoring rules."""
+    C.check_choice(reduction, "reduction", ("mean", "none"))
+    p = C.check_probs(probs, "probs")
+    y = C.check_labels(labels, p.shape[0], p.shape[1]).to(p.device)
+    values = per_example(p, y)
+    return float(values.mean()) if reduction == "mean" else values
+
+
 def brier_score(probs, labels, reduction: str = "mean"):
     """Multi-class Brier score ``sum_k (p_k - 1[y = k])^2``, summed over classes, in [0, 2].
 
@@ -216,11 +225,7 @@ def brier_score(probs, labels, reduction: str = "mean"):
     >>> round(brier_score(torch.tensor([[0.5, 0.5]]), torch.tensor([0])), 6)
     0.5
     """
-    C.check_choice(reduction, "reduction", ("mean", "none"))
-    p = C.check_probs(probs, "probs")
-    y = C.check_labels(labels, p.shape[0], p.shape[1]).to(p.device)
-    values = _brier_per_example(p, y)
-    return float(values.mean()) if reduction == "mean" else values
+    return _scored(_brier_per_example, probs, labels, reduction)
 
 
 def negative_log_likelihood(probs, labels, reduction: str = "mean"):
@@ -237,11 +242,7 @@ def negative_log_likelihood(probs, labels, reduction: str = "mean"):
     >>> round(negative_log_likelihood(torch.tensor([[0.5, 0.5]]), torch.tensor([0])), 6)
     0.693147
     """
-    C.check_choice(reduction, "reduction", ("mean", "none"))
-    p = C.check_probs(probs, "probs")
-    y = C.check_labels(labels, p.shape[0], p.shape[1]).to(p.device)
-    values = _nll_per_example(p, y)
-    return float(values.mean()) if reduction == "mean" else values
+    return _scored(_nll_per_example, probs, labels, reduction)
 
 
 def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.01, 100.0), tol: float = 1e-10) -> float:
