@@ -1,0 +1,62 @@
+"""Strict config models: YAML in, validated objects out, and a typo gets the key it was probably meant to be.
+
+Every kdlens config class derives from :class:`StrictModel` (pydantic, ``extra="forbid"``, frozen). An unknown key
+raises an error naming the key, the closest valid one, and the full list.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are errors with a suggestion, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"unknown key {key!r} in {cls.__name__}.{hint} Valid keys: "
+                                     f"{', '.join(sorted(known))}.")
+        return data
+
+
+def load_yaml(path: str | Path, model: type[Model]) -> Model:
+    """Read a YAML file and validate it as ``model``; errors name the file and the offending key path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Expected `config` to be a YAML file, but got {path} (no such file).")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return validate(data, model, source=str(path))
+
+
+def validate(data: Any, model: type[Model], source: str = "config") -> Model:
+    """Validate a dict as ``model``, turning pydantic's report into one readable ``ValueError``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {where}: {message}")
+        raise ValueError(f"Invalid {model.__name__} in {source}:\n" + "\n".join(lines)) from None
+
+
+def dump_yaml(model: BaseModel) -> str:
+    """The resolved config, every default filled in, as YAML (what a run saves beside its results)."""
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)

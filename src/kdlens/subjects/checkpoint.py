@@ -1,0 +1,64 @@
+"""Save and load classifiers as safetensors weights plus a JSON description of how to rebuild them.
+
+A checkpoint directory holds ``model.safetensors`` and ``config.json`` (``{"architecture": "package.module:Class",
+"kwargs": {...}, ...}``). Loading imports the architecture by its dotted path; outside the ``kdlens`` package that
+runs code named by a file, so it needs ``trust_remote_code=True``, as in Hugging Face.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdlens import io
+from kdlens.measures import _checks as C
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def architecture_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def save_classifier(model: nn.Module, directory: str | Path, kwargs: dict[str, Any], **metadata: Any) -> Path:
+    """Write ``model``'s weights and the recipe to rebuild it (``type(model)(**kwargs)``) into ``directory``."""
+    directory = Path(directory)
+    io.save_tensors(directory / WEIGHTS, model.state_dict())
+    io.atomic_write_json(directory / CONFIG, {"architecture": architecture_path(type(model)), "kwargs": kwargs,
+                                              **metadata})
+    return directory
+
+
+def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_code: bool = False) -> nn.Module:
+    """Instantiate ``"package.module:Class"`` with ``kwargs``."""
+    if not isinstance(architecture, str) or ":" not in architecture:
+        C.fail("architecture", 'a "package.module:Class" path', repr(architecture))
+    module_name, _, attr = architecture.partition(":")
+    if not (module_name == "kdlens" or module_name.startswith("kdlens.")) and not trust_remote_code:
+        C.fail("architecture", "a kdlens architecture, or trust_remote_code=True", repr(architecture),
+               "Loading it imports and runs that module's code; pass trust_remote_code=True if you trust it.")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        C.fail("architecture", "an importable class", f"{architecture!r} ({error})")
+    return cls(**kwargs)
+
+
+def load_classifier(directory: str | Path, trust_remote_code: bool = False, device: str = "cpu") -> nn.Module:
+    """Rebuild and load a classifier saved by :func:`save_classifier` (weights via safetensors, never pickle)."""
+    directory = Path(directory)
+    for name in (WEIGHTS, CONFIG):
+        if not (directory / name).is_file():
+            C.fail("directory", f"a checkpoint folder with {WEIGHTS} and {CONFIG}", f"{directory} without {name}",
+                   error=FileNotFoundError)
+    config = io.read_json(directory / CONFIG)
+    model = build_architecture(config["architecture"], config.get("kwargs", {}), trust_remote_code)
+    state = io.load_tensors(directory / WEIGHTS, device=device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        C.fail(str(directory / WEIGHTS), f"weights for {config['architecture']}",
+               f"missing {missing[:5]} and unexpected {unexpected[:5]}")
+    return model.to(device)
