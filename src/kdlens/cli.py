@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import kdlens
@@ -61,6 +63,59 @@ def env() -> None:
         rows.append(("transformers", "not installed (pip install 'kdlens[lm]')"))
     for key, value in rows:
         table.add_row(f"[bold]{key}[/bold]", value)
+    console.print(table)
+
+
+@app.command()
+def distill(
+    config: Path = typer.Argument(..., help="YAML file: run_dir, data, teacher, student, strategy, train."),
+) -> None:
+    """Distil a teacher into a student as CONFIG describes (run it again to resume)."""
+    from kdlens.config import load_yaml
+    from kdlens.distill.run import DistillRunConfig, run
+
+    try:
+        parsed = load_yaml(config, DistillRunConfig)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
+    teacher = None
+    if parsed.teacher is not None and parsed.teacher.lab == "vision":
+        from kdlens.lab import vision
+
+        teacher = vision.build(progress=True).teacher()
+    result = run(parsed, teacher=teacher)
+    _print_metrics(f"student in {result.model_dir}", result.final)
+
+
+lab_app = typer.Typer(help="Build the lab: tasks that know the right reason, and models kdlens trains itself.")
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("vision")
+def lab_vision(
+    root: Path = typer.Option(Path("runs/lab"), help="Folder for labs; each recipe gets its own hashed subfolder."),
+    quick: bool = typer.Option(False, help="A small lab (fewer images and epochs) for a first look."),
+) -> None:
+    """Train the shapes teacher and its seven students (cached: a second call loads them)."""
+    from kdlens.lab import vision
+
+    config = vision.quick_config() if quick else vision.VisionLabConfig()
+    lab = vision.build(root, config)
+    table = Table(title=f"vision lab: {lab.root}")
+    for column in ("model", "test acc", "shifted acc", "test agree", "shifted agree", "seconds"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for name, m in lab.metrics.items():
+        table.add_row(name, *(f"{m[k]:.3f}" if k in m else "-" for k in (
+            "test/accuracy", "test_shifted/accuracy", "test/agreement", "test_shifted/agreement")),
+            f"{m.get('seconds', 0):.0f}")
+    console.print(table)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    table = Table(title=escape(title), show_header=False)
+    for key, value in metrics.items():
+        table.add_row(escape(str(key)), f"{value:.4f}" if isinstance(value, float) else escape(str(value)))
     console.print(table)
 
 

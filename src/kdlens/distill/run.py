@@ -1,0 +1,89 @@
+"""A distillation described by one YAML file: data, teacher, student, strategy, training loop.
+
+``kdlens distill CONFIG`` validates the file into :class:`DistillRunConfig`, saves the resolved config in the run
+directory, and calls :func:`kdlens.distill.trainer.train`. Running it again resumes the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from kdlens import io
+from kdlens.config import StrictModel, dump_yaml, validate
+from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
+from kdlens.distill.trainer import TrainResult, train
+from kdlens.subjects import build_architecture, load_classifier
+from kdlens.tasks.shapes import ShapesConfig, make_split
+
+
+class ShapesData(StrictModel):
+    """Lab data: the shapes task; ``split`` trains the student, ``eval`` maps split names to sizes."""
+
+    task: Literal["shapes"] = "shapes"
+    shapes: ShapesConfig = Field(default_factory=ShapesConfig)
+    split: str = "transfer"
+    n: int = Field(8_000, ge=1)
+    eval: dict[str, int] = Field(default_factory=lambda: {"test": 2_000, "test_shifted": 2_000})
+
+
+class ModelSource(StrictModel):
+    """A model from a checkpoint folder (model.safetensors + config.json), a fresh architecture, or the lab."""
+
+    checkpoint: str | None = None
+    architecture: str | None = None
+    kwargs: dict = Field(default_factory=dict)
+    lab: Literal["vision"] | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self):
+        given = [k for k in ("checkpoint", "architecture", "lab") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of checkpoint, architecture or lab (got {given or 'none'})")
+        return self
+
+    def build(self) -> nn.Module:
+        if self.checkpoint is not None:
+            return load_classifier(self.checkpoint, trust_remote_code=self.trust_remote_code)
+        if self.architecture is not None:
+            return build_architecture(self.architecture, self.kwargs, self.trust_remote_code)
+        raise ValueError("a lab model is resolved by the caller (kdlens.lab builds it)")
+
+
+class DistillRunConfig(StrictModel):
+    run_dir: str
+    data: ShapesData = Field(default_factory=ShapesData)
+    teacher: ModelSource | None = None
+    student: ModelSource
+    strategy: str | StrategyConfig = "output_kd"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _known_preset(self):
+        if isinstance(self.strategy, str) and self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy preset {self.strategy!r}; presets: {', '.join(STRATEGIES)} "
+                             "(or write {name: ..., terms: [...]})")
+        return self
+
+    def strategy_config(self) -> StrategyConfig:
+        if isinstance(self.strategy, str):
+            return validate(STRATEGIES[self.strategy], StrategyConfig)
+        return self.strategy
+
+
+def run(config: DistillRunConfig, teacher: nn.Module | None = None) -> TrainResult:
+    """Run (or resume) the distillation ``config`` describes; ``teacher`` overrides ``config.teacher``."""
+    run_dir = Path(config.run_dir)
+    io.atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
+    strategy = config.strategy_config()
+    if teacher is None and config.teacher is not None:
+        teacher = config.teacher.build()
+    student = config.student.build()
+    data = make_split(config.data.shapes, config.data.split, config.data.n)
+    evals = {split: make_split(config.data.shapes, split, n) for split, n in config.data.eval.items()}
+    return train(student, data, run_dir, strategy, config.train, teacher=teacher if strategy.needs_teacher else None,
+                 eval_data=evals, student_kwargs=config.student.kwargs)

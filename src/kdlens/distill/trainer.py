@@ -1,0 +1,238 @@
+"""The distillation loop: one student, an optional frozen teacher, a strategy, and a run directory.
+
+Deterministic given the seed: each epoch's example order comes from a generator seeded by (seed, epoch), so a
+resumed run sees exactly the batches it would have seen. Checkpoints are written at every epoch end (or every
+``checkpoint_every`` steps); ``train`` called again on the same directory resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from kdlens import io
+from kdlens.distill import checkpoints
+from kdlens.distill import losses as L
+from kdlens.distill.config import StrategyConfig, TrainConfig
+from kdlens.distill.strategy import Outputs, Strategy
+from kdlens.measures import _checks as C
+from kdlens.measures import agreement
+from kdlens.subjects import Classifier, save_classifier
+from kdlens.subjects.checkpoint import architecture_path
+
+INPUT_KEYS, LABEL_KEYS = ("image", "images", "input", "inputs", "x"), ("label", "labels", "y", "target")
+
+
+def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of a dataset: a (inputs, labels) pair, an object with ``images``/``labels`` tensors, or
+    any map-style Dataset whose items are (x, y) tuples or dicts with an input and a label key."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data[0], data[1]
+    if isinstance(getattr(data, "images", None), torch.Tensor) and isinstance(getattr(data, "labels", None),
+                                                                              torch.Tensor):
+        return data.images, data.labels
+    if not isinstance(data, Dataset):
+        C.fail("data", "a (inputs, labels) pair of tensors or a torch Dataset", type(data).__name__, error=TypeError)
+    xs, ys = [], []
+    for i in range(len(data)):
+        item = data[i]
+        if isinstance(item, dict):
+            x = next((item[k] for k in INPUT_KEYS if k in item), None)
+            y = next((item[k] for k in LABEL_KEYS if k in item), None)
+            if x is None or y is None:
+                C.fail("data[i]", f"a dict with an input key {INPUT_KEYS} and a label key {LABEL_KEYS}",
+                       f"keys {sorted(item)}")
+        else:
+            x, y = item
+        xs.append(torch.as_tensor(x))
+        ys.append(torch.as_tensor(y))
+    return torch.stack(xs), torch.stack(ys).long()
+
+
+@dataclass
+class TrainResult:
+    """Where the run put its model, and what it measured at each epoch."""
+
+    run_dir: Path
+    model_dir: Path
+    history: list[dict]
+    seconds: float
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _attribution_maps(term, model: Classifier, inputs: torch.Tensor, labels: torch.Tensor, outputs: Outputs,
+                      create_graph: bool, layer: str | None) -> torch.Tensor:
+    score = outputs.logits.gather(1, labels[:, None]).squeeze(1)  # (B,) logit of the true class
+    if term.method == "gradcam":
+        return L.gradcam_map(score, outputs.acts[layer], create_graph=create_graph)
+    return L.input_gradient_map(score, inputs, create_graph=create_graph)
+
+
+def _teacher_outputs(teacher: Classifier, strategy: Strategy, x, y, noise: float, generator) -> Outputs:
+    term = strategy.attribution
+    layers = set(strategy.teacher_layers)
+    with torch.set_grad_enabled(term is not None):
+        # a frozen teacher's activations join the autograd graph only through an input that requires grad
+        xt = x.detach().requires_grad_(term is not None)
+        with teacher.capture(layers, detach=term is None) as acts:
+            logits = teacher.forward(xt)
+        out = Outputs(logits, dict(acts))
+        if term is not None:
+            layer = term.pairs[0].teacher if term.method == "gradcam" else None
+            out.maps["attribution"] = _attribution_maps(term, teacher, xt, y, out, False, layer).detach()
+    out.logits = out.logits.detach()
+    out.acts = {k: v.detach() for k, v in out.acts.items()}
+    if noise > 0:  # the teacher-signal ablation: logits + sigma * N(0, 1)
+        out.logits = out.logits + noise * torch.randn(out.logits.shape, generator=generator).to(out.logits.device)
+    return out
+
+
+def _student_outputs(student: Classifier, strategy: Strategy, x, y) -> Outputs:
+    term = strategy.attribution
+    xs = x.detach().requires_grad_(term is not None and term.method == "input_gradient")
+    with student.capture(strategy.student_layers, detach=False) as acts:
+        logits = student.forward(xs)
+    out = Outputs(logits, dict(acts))
+    if term is not None:
+        layer = term.pairs[0].student if term.method == "gradcam" else None
+        out.maps["attribution"] = _attribution_maps(term, student, xs, y, out, True, layer)
+    return out
+
+
+@torch.no_grad()
+def evaluate(student: Classifier, teacher: Classifier | None, eval_data: dict, batch_size: int = 512) -> dict:
+    """Accuracy of the student on each split, and its top-1 agreement with the teacher where there is one."""
+    metrics = {}
+    for split, data in eval_data.items():
+        x, y = as_tensors(data)
+        s_logits = student.logits(x, batch_size)
+        metrics[f"{split}/accuracy"] = float((s_logits.argmax(-1) == y).double().mean())
+        if teacher is not None:
+            metrics[f"{split}/agreement"] = agreement(teacher.logits(x, batch_size), s_logits)
+    return metrics
+
+
+def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfig | Strategy,
+          config: TrainConfig = TrainConfig(), teacher: nn.Module | None = None, eval_data: dict | None = None,
+          student_kwargs: dict | None = None) -> TrainResult:
+    """Distil ``teacher`` into ``student`` on ``data`` (or train on labels alone when the strategy needs no teacher).
+
+    Parameters
+    ----------
+    student : nn.Module returning (B, C) logits; trained in place
+    data : (inputs, labels) tensors, or a Dataset (see :func:`as_tensors`)
+    run_dir : folder for checkpoints, history.json and the final model (``model/``); an existing run resumes
+    strategy : StrategyConfig or Strategy
+    config : TrainConfig
+    teacher : frozen nn.Module (put in eval mode, gradients off); required when the strategy uses one
+    eval_data : dict of split name to data, evaluated at each epoch end
+    student_kwargs : constructor arguments of the student, saved so ``load_classifier`` can rebuild it
+
+    Returns
+    -------
+    TrainResult with the per-epoch history (loss terms, accuracy and agreement per eval split)
+    """
+    start_time = time.perf_counter()
+    run_dir = Path(run_dir)
+    strategy = strategy if isinstance(strategy, Strategy) else Strategy(strategy)
+    if strategy.needs_teacher and teacher is None:
+        C.fail("teacher", f"a model (strategy {strategy.config.name!r} distils from one)", "None",
+               "Pass teacher=..., or use a labels-only strategy.")
+    x_all, y_all = as_tensors(data)
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    student.to(device).train()
+    student_subject = Classifier(student, "student")
+    teacher_subject = None
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+        teacher_subject = Classifier(teacher, "teacher")
+    strategy.setup(teacher_subject, student_subject, x_all[: min(8, len(x_all))].to(device))
+    strategy.to(device)
+    optimizer = _optimizer([*student.parameters(), *strategy.parameters()], config)
+
+    n = x_all.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    checkpoint_dir = run_dir / "checkpoints"
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
+    resumed = checkpoints.latest(checkpoint_dir)
+    if resumed is not None:
+        state = checkpoints.restore(resumed, student, strategy, optimizer)
+    history = state["history"]
+
+    from kdlens.progress import progress_bar  # local: rich is only needed when training
+
+    last_step: dict[str, float] = {}
+    with progress_bar(config.progress, description=f"distil {strategy.config.name}", total=total_steps,
+                      completed=state["global_step"]) as bar:
+        for epoch in range(state["epoch"], config.epochs):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            for step in range(state["step_in_epoch"], steps_per_epoch):
+                index = order[step * config.batch_size:(step + 1) * config.batch_size]
+                x, y = x_all[index].to(device), y_all[index].to(device)
+                noise_gen = torch.Generator().manual_seed(config.seed * 7_919 + state["global_step"])
+                t_out = (_teacher_outputs(teacher_subject, strategy, x, y, config.teacher_noise, noise_gen)
+                         if strategy.needs_teacher else None)
+                s_out = _student_outputs(student_subject, strategy, x, y)
+                if not bool(torch.isfinite(s_out.logits).all()):
+                    C.fail("loss", "finite", f"NaN or inf student logits at epoch {epoch}, step {step}",
+                           "Training diverged: lower the learning rate (or check the inputs for NaN).")
+                loss, parts = strategy.loss(t_out, s_out, y)
+                if not torch.isfinite(loss):
+                    C.fail("loss", "finite", f"{float(loss)} at epoch {epoch}, step {step} (terms {parts})",
+                           "Lower the learning rate or the weight of the term that diverged.")
+                for group in optimizer.param_groups:
+                    group["lr"] = _learning_rate(config, state["global_step"], total_steps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state["global_step"] += 1
+                state["step_in_epoch"] = step + 1
+                last_step = {"loss": float(loss.detach()), **parts}
+                bar.advance(loss=last_step["loss"], acc=float((s_out.logits.argmax(-1) == y).double().mean()))
+                if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
+                    checkpoints.save(checkpoint_dir, state["global_step"], student, strategy, optimizer,
+                                     {**state, "history": history})
+            student.eval()
+            record = {"epoch": epoch + 1, "step": state["global_step"], **last_step,
+                      **evaluate(student_subject, teacher_subject, eval_data or {})}
+            student.train()
+            history.append(record)
+            bar.log(record)
+            state.update(epoch=epoch + 1, step_in_epoch=0)
+            checkpoints.save(checkpoint_dir, state["global_step"], student, strategy, optimizer,
+                             {**state, "history": history})
+
+    student.eval()
+    io.atomic_write_json(run_dir / "history.json", history)
+    model_dir = save_classifier(student, run_dir / "model", student_kwargs or {},
+                                strategy=strategy.config.name, history=history)
+    io.atomic_write_json(run_dir / "train.json", {"strategy": strategy.config.model_dump(mode="json"),
+                                                  "train": config.model_dump(mode="json"),
+                                                  "student": architecture_path(type(student))})
+    return TrainResult(run_dir, model_dir, history, time.perf_counter() - start_time)

@@ -1,0 +1,143 @@
+"""The trainer end to end on tiny models: it learns, resumes exactly after a kill, and saves what it promises."""
+
+import json
+
+import pytest
+import torch
+
+from kdlens.config import validate
+from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
+from kdlens.distill.trainer import train
+from kdlens.lab.cnn import SmallCNN
+from kdlens.subjects import load_classifier
+
+KWARGS = {"n_classes": 2, "widths": [4, 8, 8]}
+
+
+def toy_data(n=256, seed=0):
+    """Class 1 images are brighter in the centre: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 16, 16, generator=g) * 0.5
+    y = torch.randint(0, 2, (n,), generator=g)
+    x[y == 1, :, 4:12, 4:12] += 0.5
+    return x, y
+
+
+def strategy(name):
+    return validate(STRATEGIES[name] if isinstance(name, str) else name, StrategyConfig)
+
+
+def fast(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 32, "lr": 1e-2, "progress": False, **kw})
+
+
+def teacher_model(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN(**KWARGS)
+    train(model, toy_data(), tmp_path / "teacher", strategy("labels_only"), fast(epochs=3), student_kwargs=KWARGS)
+    return model.eval()
+
+
+def test_labels_only_training_learns_and_saves_a_loadable_model(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN(**KWARGS)
+    result = train(model, toy_data(), tmp_path / "run", strategy("labels_only"), fast(epochs=3),
+                   eval_data={"test": toy_data(128, seed=1)}, student_kwargs=KWARGS)
+    assert result.final["test/accuracy"] > 0.9
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    loaded = load_classifier(result.model_dir).eval()
+    x, _ = toy_data(8, seed=2)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+
+
+@pytest.mark.parametrize("terms", [
+    [{"loss": "kd", "temperature": 4.0}, {"loss": "hard_label", "weight": 0.1}],
+    [{"loss": "reverse_kl"}, {"loss": "jsd", "beta": 0.3}],
+    [{"loss": "kd"}, {"loss": "fitnet", "pairs": [{"teacher": "block3", "student": "block3"}]}],
+    [{"loss": "kd"}, {"loss": "attention", "pairs": [{"teacher": "block2", "student": "block2"}]}],
+    [{"loss": "kd"}, {"loss": "rkd_distance", "pairs": [{"teacher": "embed", "student": "embed"}]},
+     {"loss": "rkd_angle", "pairs": [{"teacher": "embed", "student": "embed"}]}],
+    [{"loss": "kd"}, {"loss": "similarity", "pairs": [{"teacher": "embed", "student": "embed"}]}],
+    [{"loss": "kd"}, {"loss": "cka", "pairs": [{"teacher": "embed", "student": "embed"}]},
+     {"loss": "calibration"}],
+    [{"loss": "kd"}, {"loss": "attribution", "method": "input_gradient"}],
+    [{"loss": "kd"}, {"loss": "attribution", "method": "gradcam",
+                      "pairs": [{"teacher": "block3", "student": "block3"}]}],
+], ids=["kd", "rkl+jsd", "fitnet", "attention", "rkd", "sp", "cka+calibration", "inputgrad", "gradcam"])
+def test_every_strategy_trains_a_student_that_agrees_with_the_teacher(tmp_path, terms):
+    teacher = teacher_model(tmp_path)
+    torch.manual_seed(1)
+    student = SmallCNN(n_classes=2, widths=[2, 4, 6])  # narrower: fitnet needs its projector
+    result = train(student, toy_data(seed=3), tmp_path / "student", strategy({"terms": terms}), fast(epochs=3),
+                   teacher=teacher, eval_data={"test": toy_data(128, seed=1)})
+    assert result.final["test/agreement"] > 0.8, result.history
+    assert all(name in result.final for name in {t["loss"] for t in terms})
+
+
+def test_teacher_stays_frozen_in_eval_mode(tmp_path):
+    teacher = teacher_model(tmp_path)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.train()
+    train(SmallCNN(**KWARGS), toy_data(), tmp_path / "s", strategy("output_kd"), fast(epochs=1), teacher=teacher)
+    assert not teacher.training
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # BN statistics included
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    teacher = teacher_model(tmp_path)
+    config = fast(epochs=2, checkpoint_every=3)
+
+    torch.manual_seed(5)
+    reference = SmallCNN(**KWARGS)
+    train(reference, toy_data(), tmp_path / "full", strategy("output_kd"), config, teacher=teacher)
+
+    class Killed(Exception):
+        pass
+
+    torch.manual_seed(5)
+    interrupted = SmallCNN(**KWARGS)
+    calls = {"n": 0}
+    original = interrupted.forward
+
+    def dying_forward(x):
+        calls["n"] += 1
+        if calls["n"] == 12:  # mid-epoch, after the checkpoint at step 9
+            raise Killed
+        return original(x)
+
+    interrupted.forward = dying_forward
+    with pytest.raises(Killed):
+        train(interrupted, toy_data(), tmp_path / "resumed", strategy("output_kd"), config, teacher=teacher)
+    torch.manual_seed(123)  # a fresh process: different global RNG, fresh weights
+    fresh = SmallCNN(**KWARGS)
+    result = train(fresh, toy_data(), tmp_path / "resumed", strategy("output_kd"), config, teacher=teacher)
+    for (name, a), b in zip(reference.state_dict().items(), fresh.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+def test_teacher_noise_changes_the_student(tmp_path):
+    teacher = teacher_model(tmp_path)
+    weights = []
+    for sigma in (0.0, 5.0):
+        torch.manual_seed(0)
+        student = SmallCNN(**KWARGS)
+        train(student, toy_data(), tmp_path / f"noise{sigma}", strategy({"terms": [{"loss": "kd"}]}),
+              fast(epochs=1, teacher_noise=sigma), teacher=teacher)
+        weights.append(student.head.weight.detach().clone())
+    assert not torch.allclose(weights[0], weights[1])
+
+
+def test_missing_teacher_and_wrong_layer_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="Expected `teacher` to be a model"):
+        train(SmallCNN(**KWARGS), toy_data(), tmp_path / "a", strategy("output_kd"), fast())
+    bad = strategy({"terms": [{"loss": "fitnet", "pairs": [{"teacher": "block3", "student": "blok3"}]}]})
+    with pytest.raises(KeyError, match="'block3'"):
+        train(SmallCNN(**KWARGS), toy_data(), tmp_path / "b", bad, fast(), teacher=SmallCNN(**KWARGS))
+
+
+def test_diverging_loss_is_reported_not_saved(tmp_path):
+    with pytest.raises(ValueError, match="Expected `loss` to be finite"):
+        train(SmallCNN(**KWARGS), toy_data(), tmp_path / "nan", strategy("labels_only"), fast(lr=1e30),
+              )
