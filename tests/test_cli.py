@@ -40,3 +40,95 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "kdlens"  # the entry point pip wrote beside this interpreter
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"kdlens {kdlens.__version__}"
+
+
+# ---------------------------------------------------------------------------------------------------- distill
+
+TINY_SHAPES = {"image_size": 16, "cue_size": 3, "n_classes": 3}
+
+
+def write_config(tmp_path, **sections) -> Path:
+    import yaml
+
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def tiny_teacher(tmp_path) -> Path:
+    import torch
+
+    from kdlens.lab.cnn import SmallCNN
+    from kdlens.subjects import save_classifier
+
+    kwargs = {"n_classes": 3, "widths": [4, 8, 8]}
+    torch.manual_seed(0)
+    return save_classifier(SmallCNN(**kwargs), tmp_path / "teacher", kwargs)
+
+
+def distill_sections(tmp_path):
+    return {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"shapes": TINY_SHAPES, "n": 128, "eval": {"test_shifted": 64}},
+        "teacher": {"checkpoint": str(tiny_teacher(tmp_path))},
+        "student": {"architecture": "kdlens.lab.cnn:SmallCNN", "kwargs": {"n_classes": 3, "widths": [2, 4, 4]}},
+        "strategy": {"name": "kd_fitnet", "terms": [
+            {"loss": "kd", "temperature": 2.0},
+            {"loss": "fitnet", "pairs": [{"teacher": "block3", "student": "block3"}]}]},
+        "train": {"epochs": 2, "batch_size": 32, "progress": False},
+    }
+
+
+def test_distill_trains_saves_and_resumes(tmp_path):
+    import json
+
+    config = write_config(tmp_path, **distill_sections(tmp_path))
+    first = runner.invoke(app, ["distill", str(config)])
+    assert first.exit_code == 0, first.output
+    run_dir = tmp_path / "run"
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert "kd_fitnet" in (run_dir / "config.yaml").read_text()  # the resolved config, defaults filled in
+    assert "test_shifted/agreement" in first.output
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+
+    again = runner.invoke(app, ["distill", str(config)])  # a finished run resumes at its end: nothing retrained
+    assert again.exit_code == 0, again.output
+    assert json.loads((run_dir / "history.json").read_text()) == history
+
+
+def test_distill_config_typo_exits_2_with_the_suggestion(tmp_path):
+    sections = distill_sections(tmp_path)
+    sections["train"]["epoch"] = sections["train"].pop("epochs")
+    result = runner.invoke(app, ["distill", str(write_config(tmp_path, **sections))])
+    assert result.exit_code == 2
+    assert "Did you mean 'epochs'" in result.output and "Traceback" not in result.output
+
+
+def test_distill_unknown_layer_lists_the_real_ones(tmp_path):
+    sections = distill_sections(tmp_path)
+    sections["strategy"]["terms"][1]["pairs"][0]["student"] = "block_3"
+    result = runner.invoke(app, ["distill", str(write_config(tmp_path, **sections))])
+    assert result.exit_code != 0
+    assert "block3" in str(result.exception)
+
+
+def test_distill_missing_file_exits_2(tmp_path):
+    result = runner.invoke(app, ["distill", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "nope.yaml" in result.output
+
+
+def test_lab_vision_builds_from_a_yaml_recipe(tmp_path):
+    import yaml
+
+    recipe = {"shapes": TINY_SHAPES, "n_train": 128, "n_transfer": 128, "n_eval": 100,
+              "teacher_model": {"widths": [4, 8, 8]}, "student_model": {"widths": [2, 4, 4]},
+              "teacher_train": {"epochs": 1, "batch_size": 64, "progress": False},
+              "student_train": {"epochs": 1, "batch_size": 64, "progress": False},
+              "students": ["labels_only", "output_kd"]}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["lab", "vision", "--config", str(path), "--root", str(tmp_path / "labs")])
+    assert result.exit_code == 0, result.output
+    assert "output_kd" in result.output and "shifted acc" in result.output
+    assert len(list((tmp_path / "labs").glob("vision-*/student-output_kd/model/model.safetensors"))) == 1

@@ -71,38 +71,37 @@ def distill(
     config: Path = typer.Argument(..., help="YAML file: run_dir, data, teacher, student, strategy, train."),
 ) -> None:
     """Distil a teacher into a student as CONFIG describes (run it again to resume)."""
-    from kdlens.config import load_yaml
     from kdlens.distill.run import DistillRunConfig, run
 
-    try:
-        parsed = load_yaml(config, DistillRunConfig)
-    except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]{escape(str(error))}[/red]")
-        raise typer.Exit(2) from None
+    parsed = _load(config, DistillRunConfig)
     teacher = None
     if parsed.teacher is not None and parsed.teacher.lab == "vision":
         from kdlens.lab import vision
 
-        teacher = vision.build(progress=True).teacher()
+        lab_config = vision.VisionLabConfig(shapes=parsed.data.shapes, students=[])
+        teacher = vision.build(parsed.teacher.lab_root, lab_config, device=parsed.train.device).teacher()
     result = run(parsed, teacher=teacher)
     _print_metrics(f"student in {result.model_dir}", result.final)
 
 
-lab_app = typer.Typer(help="Build the lab: tasks that know the right reason, and models kdlens trains itself.")
+lab_app = typer.Typer(help="Build the lab: tasks that know the right reason, and models kdlens trains itself.",
+                      no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 
 
 @lab_app.command("vision")
 def lab_vision(
     root: Path = typer.Option(Path("runs/lab"), help="Folder for labs; each recipe gets its own hashed subfolder."),
-    quick: bool = typer.Option(False, help="A small lab (fewer images and epochs) for a first look."),
+    config: Path = typer.Option(None, help="YAML recipe (VisionLabConfig) instead of the default one."),
+    quick: bool = typer.Option(False, help="A small lab (less data, fewer epochs) for a first look."),
+    device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Train the shapes teacher and its seven students (cached: a second call loads them)."""
     from kdlens.lab import vision
 
-    config = vision.quick_config() if quick else vision.VisionLabConfig()
-    lab = vision.build(root, config)
-    table = Table(title=f"vision lab: {lab.root}")
+    recipe = _load(config, vision.VisionLabConfig) if config else vision.quick_config() if quick else None
+    lab = vision.build(root, recipe, device=device)
+    table = Table(title=escape(f"vision lab: {lab.root}"))
     for column in ("model", "test acc", "shifted acc", "test agree", "shifted agree", "seconds"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for name, m in lab.metrics.items():
@@ -110,6 +109,17 @@ def lab_vision(
             "test/accuracy", "test_shifted/accuracy", "test/agreement", "test_shifted/agreement")),
             f"{m.get('seconds', 0):.0f}")
     console.print(table)
+
+
+def _load(path: Path, model):
+    """Validate a YAML config, or exit 2 with the error (a typo's suggestion included) and no traceback."""
+    from kdlens.config import load_yaml
+
+    try:
+        return load_yaml(path, model)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _print_metrics(title: str, metrics: dict) -> None:

@@ -22,7 +22,7 @@ class _Bar:
     def log(self, record: dict) -> None:
         """Print one line above the bar (an epoch's evaluation)."""
         if self.console is not None:
-            self.console.log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            self.console.print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in record.items()))
 
 

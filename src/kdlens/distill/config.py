@@ -158,6 +158,8 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     seed: int = 0
     teacher_noise: float = Field(0.0, ge=0, description="sigma of N(0, 1) noise added to teacher logits")
+    teacher_cache_mb: float = Field(1024, ge=0, description="keep the teacher's outputs for the whole training set "
+                                    "in memory when they fit in this many MiB (0: run the teacher every step)")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = at each epoch end")
     device: str = "cpu"
     progress: bool = True

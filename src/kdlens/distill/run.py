@@ -37,6 +37,7 @@ class ModelSource(StrictModel):
     architecture: str | None = None
     kwargs: dict = Field(default_factory=dict)
     lab: Literal["vision"] | None = None
+    lab_root: str = Field("runs/lab", description="where the lab keeps its models (with lab: vision)")
     trust_remote_code: bool = False
 
     @model_validator(mode="after")

@@ -24,6 +24,11 @@ class Outputs:
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def select(self, index: torch.Tensor) -> Outputs:
+        """The rows ``index`` of every tensor (a batch out of a table of per-example outputs)."""
+        return Outputs(self.logits[index], {k: v[index] for k, v in self.acts.items()},
+                       {k: v[index] for k, v in self.maps.items()})
+
 
 def _key(layer: str) -> str:
     return layer.replace(".", "__")  # ModuleDict keys cannot contain dots

@@ -92,23 +92,39 @@ def _attribution_maps(term, model: Classifier, inputs: torch.Tensor, labels: tor
     return L.input_gradient_map(score, inputs, create_graph=create_graph)
 
 
-def _teacher_outputs(teacher: Classifier, strategy: Strategy, x, y, noise: float, generator) -> Outputs:
+def _teacher_outputs(teacher: Classifier, strategy: Strategy, x: torch.Tensor, y: torch.Tensor) -> Outputs:
+    """The frozen teacher's logits, the activations the strategy pairs, and its attribution map, all detached."""
     term = strategy.attribution
-    layers = set(strategy.teacher_layers)
     with torch.set_grad_enabled(term is not None):
         # a frozen teacher's activations join the autograd graph only through an input that requires grad
         xt = x.detach().requires_grad_(term is not None)
-        with teacher.capture(layers, detach=term is None) as acts:
+        with teacher.capture(strategy.teacher_layers, detach=term is None) as acts:
             logits = teacher.forward(xt)
         out = Outputs(logits, dict(acts))
         if term is not None:
             layer = term.pairs[0].teacher if term.method == "gradcam" else None
-            out.maps["attribution"] = _attribution_maps(term, teacher, xt, y, out, False, layer).detach()
-    out.logits = out.logits.detach()
-    out.acts = {k: v.detach() for k, v in out.acts.items()}
-    if noise > 0:  # the teacher-signal ablation: logits + sigma * N(0, 1)
-        out.logits = out.logits + noise * torch.randn(out.logits.shape, generator=generator).to(out.logits.device)
-    return out
+            out.maps["attribution"] = _attribution_maps(term, teacher, xt, y, out, False, layer)
+    return Outputs(out.logits.detach(), {k: v.detach() for k, v in out.acts.items()},
+                   {k: v.detach() for k, v in out.maps.items()})
+
+
+def _teacher_table(teacher: Classifier, strategy: Strategy, x_all: torch.Tensor, y_all: torch.Tensor,
+                   config: TrainConfig, device: torch.device) -> Outputs | None:
+    """The teacher's outputs for every training example, computed once, when they fit in ``teacher_cache_mb``.
+
+    Exact, not an approximation: the teacher is frozen in eval mode, so what it says about an example does not
+    depend on the batch the example lands in. Saves a teacher forward (and backward, for attribution) per step.
+    """
+    if config.teacher_cache_mb <= 0:
+        return None
+    probe = _teacher_outputs(teacher, strategy, x_all[:1].to(device), y_all[:1].to(device))
+    tensors = [probe.logits, *probe.acts.values(), *probe.maps.values()]
+    if sum(t.numel() * t.element_size() for t in tensors) * len(x_all) > config.teacher_cache_mb * 2**20:
+        return None
+    parts = [_teacher_outputs(teacher, strategy, x.to(device), y.to(device))
+             for x, y in zip(x_all.split(config.batch_size), y_all.split(config.batch_size), strict=True)]
+    return Outputs(torch.cat([p.logits for p in parts]), {k: torch.cat([p.acts[k] for p in parts]) for k in probe.acts},
+                   {k: torch.cat([p.maps[k] for p in parts]) for k in probe.maps})
 
 
 def _student_outputs(student: Classifier, strategy: Strategy, x, y) -> Outputs:
@@ -124,14 +140,20 @@ def _student_outputs(student: Classifier, strategy: Strategy, x, y) -> Outputs:
 
 
 @torch.no_grad()
-def evaluate(student: Classifier, teacher: Classifier | None, eval_data: dict, batch_size: int = 512) -> dict:
-    """Accuracy of the student on each split, and its top-1 agreement with the teacher where there is one."""
+def evaluate(student: Classifier, teacher: Classifier | None, eval_data: dict, batch_size: int = 512,
+             teacher_logits: dict[str, torch.Tensor] | None = None) -> dict:
+    """Accuracy of the student on each split, and its top-1 agreement with the teacher where there is one.
+
+    ``teacher_logits`` (split name to (n, C) logits) stands in for running the teacher again on a split.
+    """
     metrics = {}
     for split, data in eval_data.items():
         x, y = as_tensors(data)
         s_logits = student.logits(x, batch_size)
         metrics[f"{split}/accuracy"] = float((s_logits.argmax(-1) == y).double().mean())
-        if teacher is not None:
+        if teacher_logits is not None and split in teacher_logits:
+            metrics[f"{split}/agreement"] = agreement(teacher_logits[split], s_logits)
+        elif teacher is not None:
             metrics[f"{split}/agreement"] = agreement(teacher.logits(x, batch_size), s_logits)
     return metrics
 
@@ -185,6 +207,10 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
         state = checkpoints.restore(resumed, student, strategy, optimizer)
     history = state["history"]
 
+    eval_data = eval_data or {}
+    eval_teacher = {split: teacher_subject.logits(as_tensors(data)[0]) for split, data in eval_data.items()} \
+        if teacher_subject is not None else None  # the frozen teacher's eval logits never change: once is enough
+    table = _teacher_table(teacher_subject, strategy, x_all, y_all, config, device) if strategy.needs_teacher else None
     from kdlens.progress import progress_bar  # local: rich is only needed when training
 
     last_step: dict[str, float] = {}
@@ -195,9 +221,14 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
             for step in range(state["step_in_epoch"], steps_per_epoch):
                 index = order[step * config.batch_size:(step + 1) * config.batch_size]
                 x, y = x_all[index].to(device), y_all[index].to(device)
-                noise_gen = torch.Generator().manual_seed(config.seed * 7_919 + state["global_step"])
-                t_out = (_teacher_outputs(teacher_subject, strategy, x, y, config.teacher_noise, noise_gen)
-                         if strategy.needs_teacher else None)
+                t_out = None
+                if strategy.needs_teacher:
+                    t_out = table.select(index.to(device)) if table is not None else _teacher_outputs(
+                        teacher_subject, strategy, x, y)
+                    if config.teacher_noise > 0:  # the teacher-signal ablation: logits + sigma * N(0, 1)
+                        noise_gen = torch.Generator().manual_seed(config.seed * 7_919 + state["global_step"])
+                        noise = torch.randn(t_out.logits.shape, generator=noise_gen).to(device)
+                        t_out.logits = t_out.logits + config.teacher_noise * noise
                 s_out = _student_outputs(student_subject, strategy, x, y)
                 if not bool(torch.isfinite(s_out.logits).all()):
                     C.fail("loss", "finite", f"NaN or inf student logits at epoch {epoch}, step {step}",
@@ -220,7 +251,7 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
                                      {**state, "history": history})
             student.eval()
             record = {"epoch": epoch + 1, "step": state["global_step"], **last_step,
-                      **evaluate(student_subject, teacher_subject, eval_data or {})}
+                      **evaluate(student_subject, None, eval_data, teacher_logits=eval_teacher)}
             student.train()
             history.append(record)
             bar.log(record)

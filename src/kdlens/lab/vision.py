@@ -11,13 +11,16 @@ lab and calling again with the same recipe loads what is there. Each model is a 
 
 from __future__ import annotations
 
+import difflib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
+import kdlens
 from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate
 from kdlens.distill.config import StrategyConfig, TrainConfig
@@ -25,8 +28,6 @@ from kdlens.distill.trainer import evaluate, train
 from kdlens.lab.cnn import SmallCNN
 from kdlens.subjects import Classifier, load_classifier
 from kdlens.tasks.shapes import ShapesConfig, make_split
-
-TEACHER_WIDTHS, STUDENT_WIDTHS = (16, 32, 64), (8, 16, 32)
 
 
 def student_strategies(feature_pairs: list[dict], embed_pair: list[dict], cam_pair: list[dict]) -> dict[str, dict]:
@@ -39,7 +40,7 @@ def student_strategies(feature_pairs: list[dict], embed_pair: list[dict], cam_pa
         "feature_kd": {"terms": [kd, ce, {"loss": "fitnet", "weight": 1.0, "pairs": feature_pairs}]},
         "relation_kd": {"terms": [kd, ce, {"loss": "rkd_distance", "weight": 1.0, "pairs": embed_pair},
                                   {"loss": "rkd_angle", "weight": 2.0, "pairs": embed_pair}]},
-        "attention_kd": {"terms": [kd, ce, {"loss": "attention", "weight": 100.0, "pairs": feature_pairs}]},
+        "attention_kd": {"terms": [kd, ce, {"loss": "attention", "weight": 10.0, "pairs": feature_pairs}]},
         "attribution_kd": {"terms": [kd, ce, {"loss": "attribution", "weight": 1.0, "method": "gradcam",
                                               "pairs": cam_pair}]},
         "multi_objective": {"terms": [kd, ce, {"loss": "fitnet", "weight": 0.5, "pairs": feature_pairs},
@@ -48,17 +49,43 @@ def student_strategies(feature_pairs: list[dict], embed_pair: list[dict], cam_pa
     }
 
 
+STUDENTS = tuple(student_strategies([], [], []))
+
+
+class CNNSpec(StrictModel):
+    """A :class:`~kdlens.lab.cnn.SmallCNN`'s size: channels of its three blocks and convolutions per block."""
+
+    widths: tuple[int, int, int]
+    convs_per_block: int = Field(2, ge=1)
+
+
 class VisionLabConfig(StrictModel):
-    """The recipe; its hash names the lab's folder."""
+    """The recipe; its hash (``students`` left out) names the lab's folder.
+
+    The default student has a quarter of the teacher's weights (about 18k against 72k): the same depth, half the
+    width, so it can learn the shapes, and the cue is a real temptation rather than its only option.
+    """
 
     shapes: ShapesConfig = Field(default_factory=ShapesConfig)
     n_train: int = Field(12_000, ge=100)
     n_transfer: int = Field(8_000, ge=100)
     n_eval: int = Field(2_000, ge=100)
+    teacher_model: CNNSpec = CNNSpec(widths=(16, 32, 64), convs_per_block=2)
+    student_model: CNNSpec = CNNSpec(widths=(8, 16, 32), convs_per_block=2)
     teacher_train: TrainConfig = TrainConfig(epochs=5, batch_size=128, lr=3e-3)
-    student_train: TrainConfig = TrainConfig(epochs=4, batch_size=128, lr=3e-3)
-    students: list[str] = Field(default_factory=lambda: list(student_strategies([], [], [])))
+    student_train: TrainConfig = TrainConfig(epochs=5, batch_size=128, lr=3e-3)
+    students: list[str] = Field(default_factory=lambda: list(STUDENTS))
     seed: int = 0
+
+    @field_validator("students")
+    @classmethod
+    def _known_students(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in STUDENTS:
+                close = difflib.get_close_matches(name, STUDENTS, n=1, cutoff=0.5)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown student {name!r}.{hint} Students: {', '.join(STUDENTS)}.")
+        return names
 
 
 @dataclass
@@ -78,65 +105,82 @@ class VisionLab:
         return load_classifier(self.student_dirs[name])
 
 
+def recipe_hash(config: VisionLabConfig) -> str:
+    """Names the lab's folder: every setting but the list of students (each student is its own stage inside)."""
+    return io.stable_hash(config.model_dump(mode="json", exclude={"students"}))
+
+
 def _manifest(root: Path) -> dict:
     path = root / "manifest.json"
-    return io.read_json(path) if path.is_file() else {"stages": {}}
+    if path.is_file():
+        return io.read_json(path)
+    return {"stages": {}, "versions": {"kdlens": kdlens.__version__, "torch": torch.__version__}}
 
 
-def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, progress: bool = True) -> VisionLab:
-    """Build (or load) the vision lab under ``root``; returns the models' folders and their metrics."""
+def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, progress: bool = True,
+          device: str = "cpu") -> VisionLab:
+    """Build (or load) the vision lab under ``root``: the teacher, then each student in ``config.students``.
+
+    Each model is a stage: trained once, recorded in ``manifest.json`` with its metrics and seconds, loaded after.
+    A stage killed half-way resumes from its last checkpoint. ``device`` and ``progress`` change how a stage runs,
+    not what it computes, so they are not part of the recipe's hash.
+
+    Returns
+    -------
+    VisionLab: the folders of the teacher and students (safetensors + config.json) and each one's metrics:
+    accuracy on ``test`` and ``test_shifted``, agreement with the teacher on both (students), seconds to train.
+    """
     config = config or VisionLabConfig()
-    root = Path(root) / f"vision-{io.stable_hash(config.model_dump(mode='json'))}"
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(root) / f"vision-{recipe_hash(config)}"
     io.atomic_write_text(root / "config.yaml", dump_yaml(config))
-    shapes, n_classes = config.shapes, config.shapes.n_classes
-    train_split = make_split(shapes, "train", config.n_train)
-    transfer = make_split(shapes, "transfer", config.n_transfer)
-    evals = {split: make_split(shapes, split, config.n_eval) for split in ("test", "test_shifted")}
     manifest = _manifest(root)
+    shapes = config.shapes
+    data = functools.cache(lambda split, n: make_split(shapes, split, n))  # drawn only if a stage runs
+    run_config = {"progress": progress, "seed": config.seed, "device": device}
+
+    def evals() -> dict:
+        return {split: data(split, config.n_eval) for split in ("test", "test_shifted")}
 
     def stage(name: str, run) -> dict:
-        if name in manifest["stages"]:
-            return manifest["stages"][name]
-        started = time.perf_counter()
-        metrics = run()
-        manifest["stages"][name] = {**metrics, "seconds": round(time.perf_counter() - started, 2)}
-        io.atomic_write_json(root / "manifest.json", manifest)
+        if name not in manifest["stages"]:
+            started = time.perf_counter()
+            metrics = run()
+            manifest["stages"][name] = {**metrics, "seconds": round(time.perf_counter() - started, 2)}
+            io.atomic_write_json(root / "manifest.json", manifest)
         return manifest["stages"][name]
 
-    teacher_kwargs = {"n_classes": n_classes, "widths": list(TEACHER_WIDTHS), "convs_per_block": 2}
-    student_kwargs = {"n_classes": n_classes, "widths": list(STUDENT_WIDTHS), "convs_per_block": 1}
+    teacher_kwargs = {"n_classes": shapes.n_classes, **config.teacher_model.model_dump(mode="json")}
+    student_kwargs = {"n_classes": shapes.n_classes, **config.student_model.model_dump(mode="json")}
 
     def train_teacher() -> dict:
         torch.manual_seed(config.seed)
-        teacher = SmallCNN(**teacher_kwargs)
         labels_only = validate({"name": "teacher", "terms": [{"loss": "hard_label"}]}, StrategyConfig)
-        result = train(teacher, train_split, root / "teacher", labels_only,
-                       config.teacher_train.model_copy(update={"progress": progress, "seed": config.seed}),
-                       eval_data=evals, student_kwargs=teacher_kwargs)
+        result = train(SmallCNN(**teacher_kwargs), data("train", config.n_train), root / "teacher", labels_only,
+                       config.teacher_train.model_copy(update=run_config), eval_data=evals(),
+                       student_kwargs=teacher_kwargs)
         return result.final
 
     metrics = {"teacher": stage("teacher", train_teacher)}
-    teacher = load_classifier(root / "teacher" / "model")
+    teacher = load_classifier(root / "teacher" / "model", device=device)
     pairs = [{"teacher": f"block{i}", "student": f"block{i}"} for i in (2, 3)]
     strategies = student_strategies(pairs, [{"teacher": "embed", "student": "embed"}],
                                     [{"teacher": "block3", "student": "block3"}])
+
+    def train_student(name: str) -> dict:
+        torch.manual_seed(config.seed)
+        student = SmallCNN(**student_kwargs)
+        strategy = validate({"name": name, **strategies[name]}, StrategyConfig)
+        result = train(student, data("transfer", config.n_transfer), root / f"student-{name}", strategy,
+                       config.student_train.model_copy(update=run_config),
+                       teacher=teacher if strategy.needs_teacher else None, eval_data=evals(),
+                       student_kwargs=student_kwargs)
+        if strategy.needs_teacher:
+            return result.final
+        # agreement with the teacher for every student, the labels-only one included
+        return {**result.final, **evaluate(Classifier(student), Classifier(teacher), evals())}
+
     for name in config.students:
-        if name not in strategies:
-            raise ValueError(f"Expected `students` to be names from {sorted(strategies)}, but got {name!r}.")
-
-        def train_student(name=name) -> dict:
-            torch.manual_seed(config.seed)
-            student = SmallCNN(**student_kwargs)
-            strategy = validate({"name": name, **strategies[name]}, StrategyConfig)
-            result = train(student, transfer, root / f"student-{name}", strategy,
-                           config.student_train.model_copy(update={"progress": progress, "seed": config.seed}),
-                           teacher=teacher if strategy.needs_teacher else None, eval_data=evals,
-                           student_kwargs=student_kwargs)
-            # agreement with the teacher for every student, the labels-only one included
-            return {**result.final, **evaluate(Classifier(student), Classifier(teacher), evals)}
-
-        metrics[name] = stage(f"student-{name}", train_student)
+        metrics[name] = stage(f"student-{name}", functools.partial(train_student, name))
     student_dirs = {name: root / f"student-{name}" / "model" for name in config.students}
     return VisionLab(root, config, root / "teacher" / "model", student_dirs, metrics)
 
