@@ -48,3 +48,15 @@ def test_yaml_round_trip(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_yaml(tmp_path / "nope.yaml", TrainConfig)
+
+
+def test_every_example_config_validates():
+    from pathlib import Path
+
+    from kdlens.distill.run import DistillRunConfig
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        config = load_yaml(path, DistillRunConfig)
+        assert config.strategy_config().terms

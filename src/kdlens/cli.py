@@ -102,8 +102,9 @@ def lab_vision(
     recipe = _load(config, vision.VisionLabConfig) if config else vision.quick_config() if quick else None
     lab = vision.build(root, recipe, device=device)
     table = Table(title=escape(f"vision lab: {lab.root}"))
-    for column in ("model", "test acc", "shifted acc", "test agree", "shifted agree", "seconds"):
-        table.add_column(column, justify="right" if column != "model" else "left")
+    table.add_column("model", no_wrap=True)
+    for column in ("test acc", "shifted acc", "test agree", "shifted agree", "seconds"):
+        table.add_column(column, justify="right")
     for name, m in lab.metrics.items():
         table.add_row(name, *(f"{m[k]:.3f}" if k in m else "-" for k in (
             "test/accuracy", "test_shifted/accuracy", "test/agreement", "test_shifted/agreement")),

@@ -84,13 +84,19 @@ def test_teacher_stays_frozen_in_eval_mode(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # BN statistics included
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+FITNET = {"terms": [{"loss": "kd"}, {"loss": "fitnet", "pairs": [{"teacher": "block2", "student": "block2"}]}]}
+
+
+@pytest.mark.parametrize("name", ["output_kd", "fitnet"])
+@pytest.mark.parametrize("kill_at", [9, 12])  # 8 steps an epoch: kill at the start of epoch 2, and mid-epoch
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, name, kill_at):
     teacher = teacher_model(tmp_path)
     config = fast(epochs=2, checkpoint_every=3)
+    chosen = strategy(FITNET if name == "fitnet" else name)
 
     torch.manual_seed(5)
     reference = SmallCNN(**KWARGS)
-    train(reference, toy_data(), tmp_path / "full", strategy("output_kd"), config, teacher=teacher)
+    train(reference, toy_data(), tmp_path / "full", chosen, config, teacher=teacher)
 
     class Killed(Exception):
         pass
@@ -102,16 +108,16 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
 
     def dying_forward(x):
         calls["n"] += 1
-        if calls["n"] == 12:  # mid-epoch, after the checkpoint at step 9
+        if calls["n"] == kill_at:
             raise Killed
         return original(x)
 
     interrupted.forward = dying_forward
     with pytest.raises(Killed):
-        train(interrupted, toy_data(), tmp_path / "resumed", strategy("output_kd"), config, teacher=teacher)
+        train(interrupted, toy_data(), tmp_path / "resumed", chosen, config, teacher=teacher)
     torch.manual_seed(123)  # a fresh process: different global RNG, fresh weights
     fresh = SmallCNN(**KWARGS)
-    result = train(fresh, toy_data(), tmp_path / "resumed", strategy("output_kd"), config, teacher=teacher)
+    result = train(fresh, toy_data(), tmp_path / "resumed", chosen, config, teacher=teacher)
     for (name, a), b in zip(reference.state_dict().items(), fresh.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
     assert [r["epoch"] for r in result.history] == [1, 2]
@@ -141,3 +147,42 @@ def test_diverging_loss_is_reported_not_saved(tmp_path):
     with pytest.raises(ValueError, match="Expected `loss` to be finite"):
         train(SmallCNN(**KWARGS), toy_data(), tmp_path / "nan", strategy("labels_only"), fast(lr=1e30),
               )
+
+
+@pytest.mark.parametrize("terms", [
+    [{"loss": "kd"}, {"loss": "fitnet", "pairs": [{"teacher": "block2", "student": "block2"}]}],
+    [{"loss": "kd"}, {"loss": "attribution", "method": "gradcam",
+                      "pairs": [{"teacher": "block3", "student": "block3"}]}],
+], ids=["fitnet", "gradcam"])
+def test_cached_teacher_outputs_train_the_same_student_as_running_the_teacher(tmp_path, terms):
+    teacher = teacher_model(tmp_path)
+    weights = []
+    for cache_mb in (0, 64):
+        torch.manual_seed(2)
+        student = SmallCNN(n_classes=2, widths=[2, 4, 6])
+        train(student, toy_data(seed=3), tmp_path / f"cache{cache_mb}", strategy({"terms": terms}),
+              fast(epochs=1, teacher_cache_mb=cache_mb), teacher=teacher)
+        weights.append(student.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_data_may_be_a_dataset_of_pairs_or_dicts(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from kdlens.distill.trainer import as_tensors
+
+    x, y = toy_data(16)
+
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return {"image": x[i], "label": y[i]}
+
+    for data in ((x, y), TensorDataset(x, y), Dicts()):
+        got_x, got_y = as_tensors(data)
+        assert torch.equal(got_x, x) and torch.equal(got_y, y)
+    with pytest.raises(TypeError, match="Expected `data` to be a .*pair of tensors or a torch Dataset"):
+        as_tensors([1, 2, 3])

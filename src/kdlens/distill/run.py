@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -79,10 +80,12 @@ class DistillRunConfig(StrictModel):
 def run(config: DistillRunConfig, teacher: nn.Module | None = None) -> TrainResult:
     """Run (or resume) the distillation ``config`` describes; ``teacher`` overrides ``config.teacher``."""
     run_dir = Path(config.run_dir)
-    io.atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
     strategy = config.strategy_config()
+    # the resolved config: every default filled in, a preset strategy written out term by term
+    io.atomic_write_text(run_dir / "config.yaml", dump_yaml(config.model_copy(update={"strategy": strategy})))
     if teacher is None and config.teacher is not None:
         teacher = config.teacher.build()
+    torch.manual_seed(config.train.seed)  # the student's initial weights come from the run's seed too
     student = config.student.build()
     data = make_split(config.data.shapes, config.data.split, config.data.n)
     evals = {split: make_split(config.data.shapes, split, n) for split, n in config.data.eval.items()}
