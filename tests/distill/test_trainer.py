@@ -186,3 +186,29 @@ def test_data_may_be_a_dataset_of_pairs_or_dicts(tmp_path):
         assert torch.equal(got_x, x) and torch.equal(got_y, y)
     with pytest.raises(TypeError, match="Expected `data` to be a .*pair of tensors or a torch Dataset"):
         as_tensors([1, 2, 3])
+
+
+def test_a_last_batch_too_small_for_a_relational_loss_is_refused_before_training(tmp_path):
+    rkd = strategy({"terms": [{"loss": "rkd_angle", "pairs": [{"teacher": "embed", "student": "embed"}]}]})
+    teacher = SmallCNN(**KWARGS)
+    with pytest.raises(ValueError, match=r"Expected `data` to be batches of at least 3 examples.*the last holding 2.*"
+                                         r"drop_last=True"):
+        train(SmallCNN(**KWARGS), toy_data(66), tmp_path / "a", rkd, fast(), teacher=teacher)
+    result = train(SmallCNN(**KWARGS), toy_data(66), tmp_path / "b", rkd, fast(epochs=1, drop_last=True),
+                   teacher=teacher)
+    assert result.final["step"] == 2  # 66 examples, batches of 32: two whole batches, the last two examples skipped
+
+
+def test_resuming_a_folder_that_holds_another_run_is_refused(tmp_path):
+    teacher = teacher_model(tmp_path)
+    train(SmallCNN(**KWARGS), toy_data(), tmp_path / "run", strategy("output_kd"), fast(epochs=1), teacher=teacher)
+    fitnet = strategy(FITNET)
+    with pytest.raises(ValueError, match=r"Expected `run_dir` to be a new folder or one holding this same run.*"
+                                         r"delete its checkpoints/"):
+        train(SmallCNN(**KWARGS), toy_data(), tmp_path / "run", fitnet, fast(epochs=1), teacher=teacher)
+    with pytest.raises(ValueError, match="another strategy, training config or data size"):
+        train(SmallCNN(**KWARGS), toy_data(), tmp_path / "run", strategy("output_kd"), fast(epochs=1, lr=0.1),
+              teacher=teacher)
+    # how it runs is not what it computes: a new device, progress bar or cache size resumes the same run
+    train(SmallCNN(**KWARGS), toy_data(), tmp_path / "run", strategy("output_kd"),
+          fast(epochs=1, teacher_cache_mb=0, checkpoint_every=5), teacher=teacher)

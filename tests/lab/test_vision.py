@@ -67,6 +67,9 @@ def test_a_second_build_loads_instead_of_training(lab, monkeypatch):
 def test_the_student_list_selects_stages_without_changing_the_folder(lab):
     assert recipe_hash(tiny(students=["output_kd"])) == recipe_hash(lab.config)
     assert recipe_hash(tiny(seed=1)) != recipe_hash(lab.config)
+    how_it_runs = TrainConfig(epochs=1, batch_size=64, progress=False, teacher_cache_mb=0)
+    assert recipe_hash(tiny(student_train=how_it_runs)) == recipe_hash(lab.config)
+    assert recipe_hash(tiny(student_train=TrainConfig(epochs=2, batch_size=64))) != recipe_hash(lab.config)
     subset = vision.build(lab.root.parent, tiny(students=["output_kd"]), progress=False)
     assert list(subset.metrics) == ["teacher", "output_kd"]
     assert subset.metrics["output_kd"] == lab.metrics["output_kd"]

@@ -150,6 +150,7 @@ class TrainConfig(StrictModel):
 
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
+    drop_last: bool = Field(False, description="skip each epoch's last batch when it is incomplete")
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"

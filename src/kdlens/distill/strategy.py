@@ -62,6 +62,12 @@ class Strategy(nn.Module):
         return self.config.needs_teacher
 
     @property
+    def min_batch(self) -> int:
+        """The fewest examples a batch may hold: losses that compare examples need pairs or triplets."""
+        needs = {"rkd_angle": 3, "rkd_distance": 2, "cka": 2}
+        return max([needs.get(term.loss, 1) for term in self.config.terms])
+
+    @property
     def attribution(self):
         """The attribution term, if any (it needs gradients through both models' inputs)."""
         return next((t for t in self.config.terms if t.loss == "attribution"), None)

@@ -26,6 +26,7 @@ from kdlens.measures import agreement
 from kdlens.subjects import Classifier, save_classifier
 from kdlens.subjects.checkpoint import architecture_path
 
+RUN_SETTINGS = {"progress", "device", "teacher_cache_mb", "checkpoint_every"}  # how a run goes, not what it computes
 INPUT_KEYS, LABEL_KEYS = ("image", "images", "input", "inputs", "x"), ("label", "labels", "y", "target")
 
 
@@ -198,12 +199,28 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
     optimizer = _optimizer([*student.parameters(), *strategy.parameters()], config)
 
     n = x_all.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = n // config.batch_size if config.drop_last else math.ceil(n / config.batch_size)
+    last_batch = n - (steps_per_epoch - 1) * config.batch_size
+    if steps_per_epoch == 0:
+        C.fail("data", f"at least one whole batch of {config.batch_size} examples (drop_last is on)", f"{n} examples",
+               "Lower batch_size, or turn drop_last off.")
+    if last_batch < strategy.min_batch:
+        C.fail("data", f"batches of at least {strategy.min_batch} examples (strategy {strategy.config.name!r} "
+               "compares examples within a batch)",
+               f"{n} examples in batches of {config.batch_size}, the last holding {last_batch}",
+               "Set drop_last=True in the train config, or choose a batch_size that divides the data better.")
     total_steps = steps_per_epoch * config.epochs
     checkpoint_dir = run_dir / "checkpoints"
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
+    # what the weights depend on; device, progress bars and the teacher cache change only how fast they come
+    fingerprint = io.stable_hash({"strategy": strategy.config.model_dump(mode="json"), "n": n,
+                                  "train": config.model_dump(mode="json", exclude=RUN_SETTINGS)})
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "fingerprint": fingerprint}
     resumed = checkpoints.latest(checkpoint_dir)
     if resumed is not None:
+        if io.read_json(resumed / "state.json").get("fingerprint") != fingerprint:
+            C.fail("run_dir", "a new folder or one holding this same run", f"{run_dir}, which holds a checkpoint "
+                   "of a run with another strategy, training config or data size",
+                   "Use a new run_dir, or delete its checkpoints/ folder to start this one over.")
         state = checkpoints.restore(resumed, student, strategy, optimizer)
     history = state["history"]
 

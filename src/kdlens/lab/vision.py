@@ -24,7 +24,7 @@ import kdlens
 from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate
 from kdlens.distill.config import StrategyConfig, TrainConfig
-from kdlens.distill.trainer import evaluate, train
+from kdlens.distill.trainer import RUN_SETTINGS, evaluate, train
 from kdlens.lab.cnn import SmallCNN
 from kdlens.subjects import Classifier, load_classifier
 from kdlens.tasks.shapes import ShapesConfig, make_split
@@ -106,8 +106,10 @@ class VisionLab:
 
 
 def recipe_hash(config: VisionLabConfig) -> str:
-    """Names the lab's folder: every setting but the list of students (each student is its own stage inside)."""
-    return io.stable_hash(config.model_dump(mode="json", exclude={"students"}))
+    """Names the lab's folder: every setting but the list of students (each student is its own stage inside) and
+    the training settings that change how fast a model trains but not the model."""
+    exclude = {"students": True, "teacher_train": RUN_SETTINGS, "student_train": RUN_SETTINGS}
+    return io.stable_hash(config.model_dump(mode="json", exclude=exclude))
 
 
 def _manifest(root: Path) -> dict:

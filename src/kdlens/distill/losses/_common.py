@@ -95,3 +95,10 @@ def pool_to_common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torc
         return a, b
     size = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
     return F.adaptive_avg_pool2d(a, size), F.adaptive_avg_pool2d(b, size)
+
+
+def check_batch_size(x: torch.Tensor, name: str, minimum: int, why: str) -> None:
+    """Batch-level losses compare examples with each other: they need ``minimum`` of them."""
+    if x.shape[0] < minimum:
+        fail(name, f"a batch of at least {minimum} examples ({why})", f"{x.shape[0]}",
+             "Use a larger batch, or drop the last incomplete batch (TrainConfig.drop_last).")

@@ -10,6 +10,7 @@ from torch import nn
 from kdlens.distill.losses._common import (
     EPS,
     PROJECTOR_KINDS,
+    check_batch_size,
     check_choice,
     check_features,
     flatten,
@@ -170,9 +171,7 @@ def rkd_distance_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> t
     Scalar tensor >= 0, unitless; invariant to uniform scaling of either embedding. Needs B >= 2.
     """
     check_features(student_emb, teacher_emb, "student_emb", "teacher_emb")
-    if student_emb.shape[0] < 2:
-        fail("student_emb", "a batch of at least 2 examples (distances need pairs)", f"{student_emb.shape[0]}",
-             "Use a larger batch, or drop the last incomplete batch.")
+    check_batch_size(student_emb, "student_emb", 2, "distances need pairs")
     off_diagonal = ~torch.eye(student_emb.shape[0], dtype=torch.bool, device=student_emb.device)
 
     def normalised(e: torch.Tensor) -> torch.Tensor:
@@ -208,10 +207,8 @@ def rkd_angle_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torc
     Scalar tensor >= 0, unitless; invariant to scaling, translation and rotation of either embedding. Needs B >= 3.
     """
     check_features(student_emb, teacher_emb, "student_emb", "teacher_emb")
+    check_batch_size(student_emb, "student_emb", 3, "angles need triplets")
     b = student_emb.shape[0]
-    if b < 3:
-        fail("student_emb", "a batch of at least 3 examples (angles need triplets)", f"{b}",
-             "Use a larger batch, or drop the last incomplete batch.")
     with torch.no_grad():
         target = _angles(flatten(teacher_emb))
     total = F.smooth_l1_loss(_angles(flatten(student_emb)), target, reduction="sum")
@@ -278,7 +275,5 @@ def cka_alignment_loss(student_feature: torch.Tensor, teacher_feature: torch.Ten
     translation of the teacher. Constant features give 1 (and zero gradient). Needs B >= 2.
     """
     check_features(student_feature, teacher_feature)
-    if student_feature.shape[0] < 2:
-        fail("student_feature", "a batch of at least 2 examples (CKA compares examples)",
-             f"{student_feature.shape[0]}", "Use a larger batch, or drop the last incomplete batch.")
+    check_batch_size(student_feature, "student_feature", 2, "CKA compares examples")
     return 1.0 - _linear_cka(flatten(student_feature), flatten(teacher_feature))
