@@ -60,9 +60,7 @@ def bench_teacher_cache(students: tuple[str, ...] = ("output_kd", "attribution_k
         teacher = vision.build(root, recipe, progress=False).teacher()  # not timed
         transfer = make_split(recipe.shapes, "transfer", recipe.n_transfer)
         kwargs = {"n_classes": recipe.shapes.n_classes, **recipe.student_model.model_dump()}
-        pairs = [{"teacher": f"block{i}", "student": f"block{i}"} for i in (2, 3)]
-        strategies = vision.student_strategies(pairs, [{"teacher": "embed", "student": "embed"}],
-                                               [{"teacher": "block3", "student": "block3"}])
+        strategies = vision.student_strategies()
         for name in students:
             seconds = {}
             for cache_mb in (1024, 0):

@@ -132,3 +132,29 @@ def test_lab_vision_builds_from_a_yaml_recipe(tmp_path):
     assert result.exit_code == 0, result.output
     assert "output_kd" in result.output and "shifted acc" in result.output
     assert len(list((tmp_path / "labs").glob("vision-*/student-output_kd/model/model.safetensors"))) == 1
+
+
+def test_distill_from_the_lab_teacher_builds_only_the_teacher_with_the_data_task(tmp_path, monkeypatch):
+    from kdlens.lab import vision
+
+    calls = []
+    teacher_dir = tiny_teacher(tmp_path)
+
+    class Built:
+        def teacher(self):
+            from kdlens.subjects import load_classifier
+
+            return load_classifier(teacher_dir)
+
+    def fake_build(root, config, device="cpu", **kwargs):
+        calls.append((root, config, device))
+        return Built()
+
+    monkeypatch.setattr(vision, "build", fake_build)
+    sections = distill_sections(tmp_path)
+    sections["teacher"] = {"lab": "vision", "lab_root": str(tmp_path / "labs")}
+    result = runner.invoke(app, ["distill", str(write_config(tmp_path, **sections))])
+    assert result.exit_code == 0, result.output
+    (root, config, device), = calls
+    assert root == str(tmp_path / "labs") and device == "cpu"
+    assert config.students == [] and config.shapes.n_classes == 3 and config.shapes.image_size == 16

@@ -212,3 +212,18 @@ def test_resuming_a_folder_that_holds_another_run_is_refused(tmp_path):
     # how it runs is not what it computes: a new device, progress bar or cache size resumes the same run
     train(SmallCNN(**KWARGS), toy_data(), tmp_path / "run", strategy("output_kd"),
           fast(epochs=1, teacher_cache_mb=0, checkpoint_every=5), teacher=teacher)
+
+
+def test_teacher_and_student_over_different_classes_is_a_clear_error(tmp_path):
+    teacher = SmallCNN(n_classes=3, widths=[4, 8, 8])
+    with pytest.raises(ValueError, match=r"scores over the same classes, but got 2 and 3 classes"):
+        train(SmallCNN(**KWARGS), toy_data(), tmp_path / "a", strategy("output_kd"), fast(), teacher=teacher)
+
+
+def test_nan_inputs_stop_training_with_the_cause(tmp_path):
+    x, y = toy_data()
+    x[5, 0, 0, 0] = float("nan")
+    x[9, 1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"Expected `data` to be finite inputs, but got NaN or inf in 2 examples "
+                                         r"\(the first at index 5\)"):
+        train(SmallCNN(**KWARGS), (x, y), tmp_path / "a", strategy("labels_only"), fast(batch_size=256))

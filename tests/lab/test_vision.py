@@ -103,3 +103,24 @@ def test_quick_config_is_the_same_recipe_with_less_data():
     quick = vision.quick_config()
     assert quick.n_train < VisionLabConfig().n_train
     assert quick.teacher_model == VisionLabConfig().teacher_model
+
+
+def test_a_stage_whose_strategy_changed_is_trained_again_and_only_that_one(tmp_path, monkeypatch):
+    config = tiny(students=["labels_only", "output_kd"])
+    first = vision.build(tmp_path, config, progress=False)
+    original = vision.student_strategies
+
+    def hotter_kd():
+        strategies = original()
+        strategies["output_kd"]["terms"][0] = {**strategies["output_kd"]["terms"][0], "temperature": 8.0}
+        return strategies
+
+    trained = []
+    real_train = vision.train
+    monkeypatch.setattr(vision, "student_strategies", hotter_kd)
+    monkeypatch.setattr(vision, "train", lambda model, data, run_dir, *a, **k: trained.append(run_dir.name)
+                        or real_train(model, data, run_dir, *a, **k))
+    second = vision.build(tmp_path, config, progress=False)
+    assert trained == ["student-output_kd"]
+    assert second.metrics["labels_only"] == first.metrics["labels_only"]
+    assert second.metrics["output_kd"]["kd"] != first.metrics["output_kd"]["kd"]

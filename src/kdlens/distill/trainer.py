@@ -128,6 +128,15 @@ def _teacher_table(teacher: Classifier, strategy: Strategy, x_all: torch.Tensor,
                    {k: torch.cat([p.maps[k] for p in parts]) for k in probe.maps})
 
 
+def _add_noise(logits: torch.Tensor, config: TrainConfig, step: int) -> torch.Tensor:
+    """The teacher-signal ablation: logits + sigma * N(0, 1), the noise fixed by (seed, step) so a resumed run
+    draws the same."""
+    if config.teacher_noise == 0:
+        return logits
+    generator = torch.Generator().manual_seed(config.seed * 7_919 + step)
+    return logits + config.teacher_noise * torch.randn(logits.shape, generator=generator).to(logits.device)
+
+
 def _student_outputs(student: Classifier, strategy: Strategy, x, y) -> Outputs:
     term = strategy.attribution
     xs = x.detach().requires_grad_(term is not None and term.method == "input_gradient")
@@ -186,6 +195,10 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
         C.fail("teacher", f"a model (strategy {strategy.config.name!r} distils from one)", "None",
                "Pass teacher=..., or use a labels-only strategy.")
     x_all, y_all = as_tensors(data)
+    if x_all.is_floating_point() and not bool(torch.isfinite(x_all).all()):
+        bad = (~torch.isfinite(x_all)).flatten(1).any(1)  # (n,) examples holding a NaN or inf
+        C.fail("data", "finite inputs", f"NaN or inf in {int(bad.sum())} examples (the first at index "
+               f"{int(bad.nonzero()[0])})", "Clean or drop those examples before training.")
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     student.to(device).train()
@@ -242,10 +255,7 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
                 if strategy.needs_teacher:
                     t_out = table.select(index.to(device)) if table is not None else _teacher_outputs(
                         teacher_subject, strategy, x, y)
-                    if config.teacher_noise > 0:  # the teacher-signal ablation: logits + sigma * N(0, 1)
-                        noise_gen = torch.Generator().manual_seed(config.seed * 7_919 + state["global_step"])
-                        noise = torch.randn(t_out.logits.shape, generator=noise_gen).to(device)
-                        t_out.logits = t_out.logits + config.teacher_noise * noise
+                    t_out.logits = _add_noise(t_out.logits, config, state["global_step"])
                 s_out = _student_outputs(student_subject, strategy, x, y)
                 if not bool(torch.isfinite(s_out.logits).all()):
                     C.fail("loss", "finite", f"NaN or inf student logits at epoch {epoch}, step {step}",
