@@ -49,3 +49,38 @@ def test_the_saved_config_runs_again_as_it_is(tmp_path):
     result = run(config(tmp_path, "a"))
     again = load_yaml(result.run_dir / "config.yaml", DistillRunConfig)
     assert again.strategy_config() == config(tmp_path, "a").strategy_config()
+
+
+def test_your_own_data_from_safetensors_files(tmp_path):
+    import pytest
+    from safetensors.torch import save_file
+
+    x = torch.rand(80, 3, 16, 16)
+    y = (x[:, 0].mean((1, 2)) > 0.5).long()
+    save_file({"inputs": x, "labels": y}, str(tmp_path / "train.safetensors"))
+    save_file({"inputs": x[:40], "labels": y[:40]}, str(tmp_path / "val.safetensors"))
+    save_file({"images": x}, str(tmp_path / "wrong.safetensors"))
+    sections = config(tmp_path, "own").model_dump(mode="json")
+    sections["data"] = {"task": "tensors", "train": str(tmp_path / "train.safetensors"),
+                        "eval": {"val": str(tmp_path / "val.safetensors")}}
+    result = run(validate(sections, DistillRunConfig))
+    assert "val/accuracy" in result.final and result.final["step"] == 3
+
+    sections["data"]["train"] = str(tmp_path / "wrong.safetensors")
+    with pytest.raises(ValueError, match=r"with `inputs` and `labels` tensors, but got keys \['images'\]"):
+        run(validate({**sections, "run_dir": str(tmp_path / "wrong")}, DistillRunConfig))
+    sections["data"]["train"] = str(tmp_path / "missing.safetensors")
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        run(validate({**sections, "run_dir": str(tmp_path / "missing")}, DistillRunConfig))
+
+
+def test_data_sections_are_validated():
+    import pytest
+
+    base = {"run_dir": "r", "student": {"architecture": "kdlens.lab.cnn:SmallCNN"}}
+    with pytest.raises(ValueError, match="test_shifted"):
+        validate({**base, "data": {"split": "test_shift"}}, DistillRunConfig)
+    with pytest.raises(ValueError, match="trained on the shapes task"):
+        validate({**base, "data": {"task": "tensors", "train": "t.safetensors"}, "teacher": {"lab": "vision"}},
+                 DistillRunConfig)
+    assert validate(base, DistillRunConfig).data.task == "shapes"

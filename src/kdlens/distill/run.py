@@ -7,7 +7,7 @@ directory, and calls :func:`kdlens.distill.trainer.train`. Running it again resu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -17,8 +17,9 @@ from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
+from kdlens.measures._checks import fail
 from kdlens.subjects import build_architecture, load_classifier
-from kdlens.tasks.shapes import ShapesConfig, make_split
+from kdlens.tasks.shapes import ShapesConfig, ShapesSplit, make_split
 
 
 class ShapesData(StrictModel):
@@ -26,9 +27,43 @@ class ShapesData(StrictModel):
 
     task: Literal["shapes"] = "shapes"
     shapes: ShapesConfig = Field(default_factory=ShapesConfig)
-    split: str = "transfer"
+    split: Literal["train", "transfer", "test", "test_shifted"] = "transfer"
     n: int = Field(8_000, ge=1)
-    eval: dict[str, int] = Field(default_factory=lambda: {"test": 2_000, "test_shifted": 2_000})
+    eval: dict[Literal["train", "transfer", "test", "test_shifted"], int] = Field(
+        default_factory=lambda: {"test": 2_000, "test_shifted": 2_000})
+
+    def load(self) -> tuple[ShapesSplit, dict[str, ShapesSplit]]:
+        evals = {split: make_split(self.shapes, split, n) for split, n in self.eval.items()}
+        return make_split(self.shapes, self.split, self.n), evals
+
+
+class TensorData(StrictModel):
+    """Your own data: safetensors files, each holding ``inputs`` (n, ...) float and ``labels`` (n,) integer tensors.
+
+    ``train`` trains the student; ``eval`` maps split names to files evaluated at each epoch end. Written by e.g.
+    ``safetensors.torch.save_file({"inputs": x, "labels": y}, "train.safetensors")``.
+    """
+
+    task: Literal["tensors"]
+    train: str
+    eval: dict[str, str] = Field(default_factory=dict)
+
+    def load(self) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        return _read_pair(self.train), {split: _read_pair(path) for split, path in self.eval.items()}
+
+
+def _read_pair(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not Path(path).is_file():
+        fail("data file", "a safetensors file", f"{path} (no such file)", error=FileNotFoundError)
+    tensors = io.load_tensors(path)
+    if "inputs" not in tensors or "labels" not in tensors:
+        fail(f"{path}", "a safetensors file with `inputs` and `labels` tensors", f"keys {sorted(tensors)}",
+             'Save it as save_file({"inputs": x, "labels": y}, path).')
+    inputs, labels = tensors["inputs"], tensors["labels"]
+    if labels.is_floating_point() or labels.ndim != 1 or len(labels) != len(inputs):
+        fail(f"{path}: labels", f"integer class indices of shape ({len(inputs)},), one per input",
+             f"{labels.dtype} of shape {tuple(labels.shape)}")
+    return inputs.float() if not inputs.is_floating_point() else inputs, labels.long()
 
 
 class ModelSource(StrictModel):
@@ -58,11 +93,25 @@ class ModelSource(StrictModel):
 
 class DistillRunConfig(StrictModel):
     run_dir: str
-    data: ShapesData = Field(default_factory=ShapesData)
+    data: Annotated[ShapesData | TensorData, Field(discriminator="task")] = Field(default_factory=ShapesData)
     teacher: ModelSource | None = None
     student: ModelSource
     strategy: str | StrategyConfig = "output_kd"
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shapes_by_default(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "task" not in data["data"]:
+            data = {**data, "data": {**data["data"], "task": "shapes"}}
+        return data
+
+    @model_validator(mode="after")
+    def _lab_teacher_needs_lab_data(self):
+        if self.teacher is not None and self.teacher.lab == "vision" and self.data.task != "shapes":
+            raise ValueError("teacher: {lab: vision} is trained on the shapes task; use data: {task: shapes}, "
+                             "or give the teacher as a checkpoint")
+        return self
 
     @model_validator(mode="after")
     def _known_preset(self):
@@ -87,7 +136,6 @@ def run(config: DistillRunConfig, teacher: nn.Module | None = None) -> TrainResu
         teacher = config.teacher.build()
     torch.manual_seed(config.train.seed)  # the student's initial weights come from the run's seed too
     student = config.student.build()
-    data = make_split(config.data.shapes, config.data.split, config.data.n)
-    evals = {split: make_split(config.data.shapes, split, n) for split, n in config.data.eval.items()}
+    data, evals = config.data.load()
     return train(student, data, run_dir, strategy, config.train, teacher=teacher if strategy.needs_teacher else None,
                  eval_data=evals, student_kwargs=config.student.kwargs)
