@@ -124,3 +124,16 @@ def test_a_stage_whose_strategy_changed_is_trained_again_and_only_that_one(tmp_p
     assert trained == ["student-output_kd"]
     assert second.metrics["labels_only"] == first.metrics["labels_only"]
     assert second.metrics["output_kd"]["kd"] != first.metrics["output_kd"]["kd"]
+
+
+def test_baselines_a_reseeded_teacher_and_an_untrained_student(lab):
+    with pytest.raises(ValueError, match="baseline_teacher=True"):
+        lab.baseline_teacher()
+    with_baseline = vision.build(lab.root.parent, tiny(), progress=False, baseline_teacher=True)
+    assert with_baseline.metrics["teacher"] == lab.metrics["teacher"]  # loaded, not retrained
+    assert "test_shifted/accuracy" in with_baseline.metrics["teacher_reseeded"]
+    reseeded, teacher = with_baseline.baseline_teacher(), lab.teacher()
+    assert not torch.equal(reseeded.head.weight, teacher.head.weight)
+    a, b = lab.untrained_student(seed=1), lab.untrained_student(seed=1)
+    assert torch.equal(a.head.weight, b.head.weight)
+    assert not torch.equal(a.head.weight, lab.untrained_student(seed=2).head.weight)

@@ -150,3 +150,30 @@ def test_bad_sizes_are_rejected(n):
 def test_bad_configs_are_rejected_with_the_reason(bad, message):
     with pytest.raises(ValueError, match=message):
         validate(bad, ShapesConfig)
+
+
+def test_a_counterfactual_changes_only_the_cue_pixels():
+    from kdlens.tasks.shapes import other_cues, with_cues
+
+    data = make_split(CONFIG, "test", CHUNK + 10)
+    new = other_cues(data, seed=3)
+    assert (new != data.cues).all()
+    edited = with_cues(data, new)
+    assert torch.equal(edited.cues, new) and torch.equal(edited.labels, data.labels)
+    assert torch.equal(edited.images[:, :, ~data.cue_mask], data.images[:, :, ~data.cue_mask])
+    assert torch.equal(edited.masks, data.masks)
+    changed = (edited.images != data.images).any(1)  # (n, H, W)
+    assert changed[:, data.cue_mask].float().mean() > 0.5
+    torch.testing.assert_close(with_cues(data, data.cues).images, data.images, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cues, message", [
+    (torch.zeros(5, dtype=torch.long), r"\(10,\) integer class indices"),
+    (torch.full((10,), 4), r"values in \[4, 4\]"),
+    (torch.zeros(10), "float32"),
+])
+def test_bad_counterfactual_cues_are_rejected(cues, message):
+    from kdlens.tasks.shapes import with_cues
+
+    with pytest.raises(ValueError, match=message):
+        with_cues(make_split(CONFIG, "test", 10), cues)

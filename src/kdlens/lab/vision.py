@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import difflib
 import functools
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from pydantic import Field, field_validator
 
-import kdlens
 from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate
 from kdlens.distill.config import StrategyConfig, TrainConfig
 from kdlens.distill.trainer import RUN_SETTINGS, evaluate, train
 from kdlens.lab.cnn import SmallCNN
+from kdlens.stages import Stages
 from kdlens.subjects import Classifier, load_classifier
 from kdlens.tasks.shapes import ShapesConfig, make_split
 
@@ -110,9 +108,23 @@ class VisionLab:
     teacher_dir: Path
     student_dirs: dict[str, Path]
     metrics: dict[str, dict]
+    baseline_teacher_dir: Path | None = None
 
     def teacher(self):
         return load_classifier(self.teacher_dir)
+
+    def baseline_teacher(self):
+        """The teacher's recipe trained from another seed (``build(..., baseline_teacher=True)``)."""
+        if self.baseline_teacher_dir is None:
+            raise ValueError("Expected a lab built with baseline_teacher=True, but got one without it. "
+                             "Call vision.build(root, config, baseline_teacher=True): the other models load from "
+                             "cache.")
+        return load_classifier(self.baseline_teacher_dir)
+
+    def untrained_student(self, seed: int = 1):
+        """A student of the lab's architecture with its initial weights (seeded): the floor of every comparison."""
+        torch.manual_seed(seed)
+        return SmallCNN(n_classes=self.config.shapes.n_classes, **self.config.student_model.model_dump())
 
     def student(self, name: str):
         return load_classifier(self.student_dirs[name])
@@ -125,20 +137,15 @@ def recipe_hash(config: VisionLabConfig) -> str:
     return io.stable_hash(config.model_dump(mode="json", exclude=exclude))
 
 
-def _manifest(root: Path) -> dict:
-    path = root / "manifest.json"
-    if path.is_file():
-        return io.read_json(path)
-    return {"stages": {}, "versions": {"kdlens": kdlens.__version__, "torch": torch.__version__}}
-
-
 def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, progress: bool = True,
-          device: str = "cpu") -> VisionLab:
+          device: str = "cpu", baseline_teacher: bool = False) -> VisionLab:
     """Build (or load) the vision lab under ``root``: the teacher, then each student in ``config.students``.
 
     Each model is a stage: trained once, recorded in ``manifest.json`` with its metrics and seconds, loaded after.
     A stage killed half-way resumes from its last checkpoint. ``device`` and ``progress`` change how a stage runs,
-    not what it computes, so they are not part of the recipe's hash.
+    not what it computes, so they are not part of the recipe's hash. ``baseline_teacher`` also trains the teacher
+    again from seed + 1 (``teacher_reseeded``): the ceiling against which a student's agreement with the teacher's
+    reasons is read (two equally accurate teachers do not attribute identically).
 
     Returns
     -------
@@ -148,7 +155,7 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
     config = config or VisionLabConfig()
     root = Path(root) / f"vision-{recipe_hash(config)}"
     io.atomic_write_text(root / "config.yaml", dump_yaml(config))
-    manifest = _manifest(root)
+    stages = Stages(root)
     shapes = config.shapes
     data = functools.cache(lambda split, n: make_split(shapes, split, n))  # drawn only if a stage runs
     run_config = {"progress": progress, "seed": config.seed, "device": device}
@@ -157,34 +164,25 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
         return {split: data(split, config.n_eval) for split in ("test", "test_shifted")}
 
     def stage(name: str, inputs: dict, run) -> dict:
-        """Run a stage unless the manifest says it finished on the same inputs; inputs that changed start it over."""
-        digest = io.stable_hash(inputs)
-        record = manifest["stages"].get(name, {})
-        if record.get("inputs") != digest:
-            if record:  # trained on other inputs (an older recipe of this kdlens): its checkpoints cannot resume
-                shutil.rmtree(root / name, ignore_errors=True)
-            manifest["stages"][name] = {"inputs": digest, "done": False}
-            io.atomic_write_json(root / "manifest.json", manifest)
-        if not manifest["stages"][name]["done"]:
-            started = time.perf_counter()
-            metrics = run()
-            manifest["stages"][name] = {**metrics, "seconds": round(time.perf_counter() - started, 2),
-                                        "inputs": digest, "done": True}
-            io.atomic_write_json(root / "manifest.json", manifest)
-        return {k: v for k, v in manifest["stages"][name].items() if k not in ("inputs", "done")}
+        return stages.run(name, inputs, run, folder=root / name)
 
     teacher_kwargs = {"n_classes": shapes.n_classes, **config.teacher_model.model_dump(mode="json")}
     student_kwargs = {"n_classes": shapes.n_classes, **config.student_model.model_dump(mode="json")}
 
-    def train_teacher() -> dict:
-        torch.manual_seed(config.seed)
+    def train_teacher(folder: str, seed: int) -> dict:
+        torch.manual_seed(seed)
         labels_only = validate(TEACHER_STRATEGY, StrategyConfig)
-        result = train(SmallCNN(**teacher_kwargs), data("train", config.n_train), root / "teacher", labels_only,
-                       config.teacher_train.model_copy(update=run_config), eval_data=evals(),
+        result = train(SmallCNN(**teacher_kwargs), data("train", config.n_train), root / folder, labels_only,
+                       config.teacher_train.model_copy(update={**run_config, "seed": seed}), eval_data=evals(),
                        student_kwargs=teacher_kwargs)
         return result.final
 
-    metrics = {"teacher": stage("teacher", {"strategy": TEACHER_STRATEGY, "model": teacher_kwargs}, train_teacher)}
+    teacher_inputs = {"strategy": TEACHER_STRATEGY, "model": teacher_kwargs}
+    metrics = {"teacher": stage("teacher", teacher_inputs, functools.partial(train_teacher, "teacher", config.seed))}
+    if baseline_teacher:  # the same recipe from another seed: how far two equally good teachers' reasons differ
+        reseeded = functools.partial(train_teacher, "teacher-reseeded", config.seed + 1)
+        metrics["teacher_reseeded"] = stage("teacher-reseeded", {**teacher_inputs, "seed": config.seed + 1},
+                                            reseeded)
     teacher = load_classifier(root / "teacher" / "model", device=device)
     strategies = student_strategies()
 
@@ -205,7 +203,8 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
         inputs = {"strategy": strategies[name], "model": student_kwargs}
         metrics[name] = stage(f"student-{name}", inputs, functools.partial(train_student, name))
     student_dirs = {name: root / f"student-{name}" / "model" for name in config.students}
-    return VisionLab(root, config, root / "teacher" / "model", student_dirs, metrics)
+    baseline_dir = root / "teacher-reseeded" / "model" if baseline_teacher else None
+    return VisionLab(root, config, root / "teacher" / "model", student_dirs, metrics, baseline_dir)
 
 
 def quick_config(seed: int = 0) -> VisionLabConfig:

@@ -154,13 +154,16 @@ def _cue_probability(config: ShapesConfig, split: str) -> float:
     return 1.0 / config.n_classes  # independent: a uniform cue names the label 1/C of the time
 
 
-def _draw_chunk(config: ShapesConfig, split: str, n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+def _draw_chunk(config: ShapesConfig, split: str, n: int, g: torch.Generator,
+                cues_override: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     size, k = config.image_size, config.n_classes
     pixel = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
     ys, xs = pixel.view(1, size, 1), pixel.view(1, 1, size)
 
     labels = torch.randint(0, k, (n,), generator=g)
     cues = _sample_cues(labels, _cue_probability(config, split), k, g)
+    if cues_override is not None:  # drawn all the same, so every other random number stays where it was
+        cues = cues_override
 
     # background: a grey level with a slight tint, plus pixel noise added at the end
     background = 0.25 + 0.5 * torch.rand(n, 1, generator=g) + 0.08 * (torch.rand(n, 3, generator=g) - 0.5)  # (n, 3)
@@ -215,7 +218,17 @@ def _draw_chunk(config: ShapesConfig, split: str, n: int, g: torch.Generator) ->
             "scale": radius, "contrast": contrast, "clutter": clutter, "cue_mask": cue_mask[0]}
 
 
-def make_split(config: ShapesConfig | None = None, split: str = "train", n: int = 10_000) -> ShapesSplit:
+def _check_cues(cues, n: int, n_classes: int) -> None:
+    expected = f"({n},) integer class indices in [0, {n_classes - 1}]"
+    if not isinstance(cues, torch.Tensor) or cues.shape != (n,) or cues.is_floating_point():
+        got = f"{cues.dtype} of shape {tuple(cues.shape)}" if isinstance(cues, torch.Tensor) else type(cues).__name__
+        raise ValueError(f"Expected `cues` to be {expected}, but got {got}.")
+    if int(cues.min()) < 0 or int(cues.max()) >= n_classes:
+        raise ValueError(f"Expected `cues` to be {expected}, but got values in [{int(cues.min())}, {int(cues.max())}].")
+
+
+def make_split(config: ShapesConfig | None = None, split: str = "train", n: int = 10_000,
+               cues: torch.Tensor | None = None) -> ShapesSplit:
     """Draw ``n`` examples of ``split`` (one of ``SPLITS``) of the shapes task.
 
     Parameters
@@ -223,6 +236,7 @@ def make_split(config: ShapesConfig | None = None, split: str = "train", n: int 
     config : ShapesConfig (defaults: 32x32, 4 classes, cue correlation 0.95)
     split : "train" | "transfer" | "test" | "test_shifted"
     n : number of examples
+    cues : (n,) int, optional: draw the same images with these cues instead (see :func:`with_cues`)
 
     Returns
     -------
@@ -245,8 +259,32 @@ def make_split(config: ShapesConfig | None = None, split: str = "train", n: int 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"Expected `n` to be a positive integer, but got {n!r}.")
     # whole chunks, the last one cut: a split's first k examples are the same whatever n is
-    chunks = [_draw_chunk(config, split, CHUNK, _chunk_generator(config.seed, split, i))
+    if cues is not None:
+        _check_cues(cues, n, config.n_classes)
+        cues = torch.cat([cues.long(), cues.new_zeros(math.ceil(n / CHUNK) * CHUNK - n, dtype=torch.long)])
+    chunks = [_draw_chunk(config, split, CHUNK, _chunk_generator(config.seed, split, i),
+                          None if cues is None else cues[i * CHUNK:(i + 1) * CHUNK])
               for i in range(math.ceil(n / CHUNK))]
     cat = {key: torch.cat([c[key] for c in chunks])[:n] for key in chunks[0] if key != "cue_mask"}
     return ShapesSplit(split, config, cat["images"], cat["labels"], cat["masks"], cat["cues"], chunks[0]["cue_mask"],
                        cat["difficulty"], {key: cat[key] for key in ("scale", "contrast", "clutter")})
+
+
+def with_cues(data: ShapesSplit, cues: torch.Tensor) -> ShapesSplit:
+    """The counterfactual of ``data``: the very same images (shape, colours, clutter, pixel noise) with the corner
+    cue naming ``cues`` (n,) instead. Only the cue's pixels differ.
+
+    Examples
+    --------
+    >>> data = make_split(ShapesConfig(), "test", 8)
+    >>> edited = with_cues(data, (data.cues + 1) % 4)
+    >>> bool((edited.images != data.images)[:, :, ~data.cue_mask].any())
+    False
+    """
+    return make_split(data.config, data.name, len(data), cues=cues)
+
+
+def other_cues(data: ShapesSplit, seed: int = 0) -> torch.Tensor:
+    """(n,) a cue for each example naming a class other than its current cue (uniformly among the others)."""
+    g = torch.Generator().manual_seed(seed)
+    return (data.cues + torch.randint(1, data.config.n_classes, data.cues.shape, generator=g)) % data.config.n_classes

@@ -1,0 +1,188 @@
+"""Adversarial and counterfactual verification: does the student still answer like its teacher when the input moves?
+
+Two kinds of move:
+
+- **Adversarial** (worst case, L-inf): FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018) perturb each image
+  within ``epsilon`` to make one model wrong. Attacking the student and asking the teacher, and the reverse, says
+  whether the two fail together (the student inherited the teacher's decision boundary) or apart.
+- **Counterfactual** (targeted at a known shortcut): the same image with only the spurious cue changed. A model that
+  reads the shape keeps its answer; one that reads the cue follows it. The task supplies the edit (for the shapes
+  task, :func:`kdlens.tasks.shapes.with_cues`).
+
+Attacks run in eval mode with gradients taken only with respect to the inputs; the model's parameters get no
+``.grad``. Inputs are images in ``[low, high]`` (``[0, 1]`` for the lab) and stay there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlens.measures import _checks as C
+from kdlens.subjects import Classifier
+
+
+def _check_attack(model, inputs, labels, epsilon) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+    subject = model if isinstance(model, Classifier) else Classifier(model)
+    x = C.as_float(inputs, "inputs")
+    if x.ndim < 2:
+        C.fail("inputs", "a batch of shape (n, ...)", f"shape {tuple(x.shape)}")
+    y = C.as_labels(labels, "labels")
+    C.check_same_length(x, y, "inputs", "labels")
+    C.check_finite(x, "inputs")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < float("inf"):
+        C.fail("epsilon", "a nonnegative L-inf budget in input units", repr(epsilon),
+               "For images in [0, 1], 2/255 to 8/255 are the usual budgets.")
+    return subject, x, y
+
+
+def _input_gradient(subject: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed cross-entropy with respect to the inputs, and the logits (detached)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = subject.forward(x)
+        if int(y.max()) >= logits.shape[1]:
+            C.fail("labels", f"class indices below {logits.shape[1]} (the model's classes)",
+                   f"a maximum of {int(y.max())}")
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+    return grad, logits.detach()
+
+
+def _in_eval_mode(subject: Classifier):
+    was_training = subject.model.training
+    subject.model.eval()
+    return was_training
+
+
+def fgsm(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float,
+         bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 512) -> torch.Tensor:
+    """Fast gradient sign method: ``x + epsilon * sign(grad_x CE(model(x), y))``, clipped to ``bounds``.
+
+    Parameters
+    ----------
+    model : nn.Module returning (B, C) logits, or a Classifier
+    inputs : (n, ...) float, in ``bounds``
+    labels : (n,) int, the classes the attack pushes away from (true labels, or a model's predictions)
+    epsilon : L-inf budget, in input units
+    bounds : (low, high) valid input range
+    batch_size : examples per forward/backward pass
+
+    Returns
+    -------
+    (n, ...) adversarial inputs, on the CPU, with ``|x_adv - x| <= epsilon`` everywhere.
+    """
+    subject, x, y = _check_attack(model, inputs, labels, epsilon)
+    was_training = _in_eval_mode(subject)
+    try:
+        out = []
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            xb, yb = xb.to(subject.device), yb.to(subject.device)
+            grad, _ = _input_gradient(subject, xb, yb)
+            out.append((xb + epsilon * grad.sign()).clamp(*bounds).detach().cpu())
+    finally:
+        subject.model.train(was_training)
+    return torch.cat(out)
+
+
+def pgd(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float,
+        steps: int = 10, step_size: float | None = None, random_start: bool = True, seed: int = 0,
+        bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 512) -> torch.Tensor:
+    """Projected gradient descent on the cross-entropy, L-inf ball (Madry et al. 2018).
+
+    From a uniform random start in the ball (seeded), ``steps`` signed-gradient steps of ``step_size`` (default
+    ``2.5 * epsilon / steps``, Madry et al.'s choice), each followed by projection onto the ball and ``bounds``.
+
+    Parameters
+    ----------
+    model, inputs, labels, epsilon, bounds, batch_size : as in :func:`fgsm`
+    steps : int >= 1
+    step_size : float > 0, or None for ``2.5 * epsilon / steps``
+    random_start : start from a uniform point of the ball rather than from x
+    seed : seeds the random start, so the attack is reproducible
+
+    Returns
+    -------
+    (n, ...) adversarial inputs on the CPU, ``|x_adv - x| <= epsilon``.
+    """
+    subject, x, y = _check_attack(model, inputs, labels, epsilon)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        C.fail("steps", "a positive integer", repr(steps), "10 steps is the usual PGD budget for evaluation.")
+    step_size = 2.5 * epsilon / steps if step_size is None else C.check_positive(step_size, "step_size")
+    generator = torch.Generator().manual_seed(seed)
+    was_training = _in_eval_mode(subject)
+    try:
+        out = []
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            start = (torch.rand(xb.shape, generator=generator) * 2 - 1) * epsilon if random_start else 0.0
+            xb, yb = xb.to(subject.device), yb.to(subject.device)
+            adv = (xb + (start.to(xb.device) if random_start else 0.0)).clamp(*bounds)
+            for _ in range(steps):
+                grad, _ = _input_gradient(subject, adv, yb)
+                adv = adv + step_size * grad.sign()
+                adv = torch.minimum(torch.maximum(adv, xb - epsilon), xb + epsilon).clamp(*bounds)
+            out.append(adv.detach().cpu())
+    finally:
+        subject.model.train(was_training)
+    return torch.cat(out)
+
+
+def predictions(model: nn.Module | Classifier, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(n,) argmax classes in eval mode."""
+    subject = model if isinstance(model, Classifier) else Classifier(model)
+    return subject.logits(inputs, batch_size).argmax(-1)
+
+
+def adversarial_agreement(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                          epsilon: float, attack: str = "pgd", **attack_kwargs) -> dict[str, torch.Tensor]:
+    """Attack each model in turn and record, per example, what both answer on the perturbed input.
+
+    Returns
+    -------
+    dict of (n,) tensors: ``student_correct`` / ``teacher_correct`` (each model on the attack aimed at it),
+    ``agree_on_student_attack`` (teacher and student give the same class on the input crafted against the student)
+    and ``agree_on_teacher_attack`` (the same, crafted against the teacher), as float 0/1; and ``clean_agree``.
+    """
+    C.check_choice(attack, "attack", ("fgsm", "pgd"))
+    craft = fgsm if attack == "fgsm" else pgd
+    x, y = C.as_float(inputs, "inputs"), C.as_labels(labels, "labels")
+    on_student = craft(student, x, y, epsilon, **attack_kwargs)
+    on_teacher = craft(teacher, x, y, epsilon, **attack_kwargs)
+    t_s, s_s = predictions(teacher, on_student), predictions(student, on_student)
+    t_t, s_t = predictions(teacher, on_teacher), predictions(student, on_teacher)
+    t_clean, s_clean = predictions(teacher, x), predictions(student, x)
+    return {"student_correct": (s_s == y).float(), "teacher_correct": (t_t == y).float(),
+            "agree_on_student_attack": (t_s == s_s).float(), "agree_on_teacher_attack": (t_t == s_t).float(),
+            "clean_agree": (t_clean == s_clean).float()}
+
+
+def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, counterfactuals: torch.Tensor,
+                         edited_to: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Compare each model's answer on an input and on the same input with only the spurious cue edited.
+
+    Parameters
+    ----------
+    teacher, student : nn.Module
+    inputs : (n, ...) originals
+    counterfactuals : (n, ...) the same examples with the cue changed (nothing else)
+    edited_to : (n,) int, optional: the class the edited cue names
+
+    Returns
+    -------
+    dict of (n,) float 0/1 tensors: ``student_flips``, ``teacher_flips`` (answer changed), ``student_only_flips``
+    (the student changed its answer where the teacher did not: the shortcut's signature) and, with ``edited_to``,
+    ``student_follows_cue`` / ``teacher_follows_cue`` (the new answer is the class the edited cue names, having
+    not been before).
+    """
+    x, x_cf = C.as_float(inputs, "inputs"), C.as_float(counterfactuals, "counterfactuals")
+    C.check_same_shape(x, x_cf, "inputs", "counterfactuals")
+    t0, t1 = predictions(teacher, x), predictions(teacher, x_cf)
+    s0, s1 = predictions(student, x), predictions(student, x_cf)
+    out = {"student_flips": (s0 != s1).float(), "teacher_flips": (t0 != t1).float(),
+           "student_only_flips": ((s0 != s1) & (t0 == t1)).float()}
+    if edited_to is not None:
+        cue = C.as_labels(edited_to, "edited_to")
+        C.check_same_length(x, cue, "inputs", "edited_to")
+        out["student_follows_cue"] = ((s1 == cue) & (s0 != cue)).float()
+        out["teacher_follows_cue"] = ((t1 == cue) & (t0 != cue)).float()
+    return out

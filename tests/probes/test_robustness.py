@@ -1,0 +1,139 @@
+"""Adversarial and counterfactual probes on hand-built models whose answers we know."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, fgsm, pgd
+from kdlens.tasks.shapes import CUE_COLOURS, ShapesConfig, make_split, other_cues, with_cues
+
+
+class Linear(nn.Module):
+    def __init__(self, d=12, c=3, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(c, d, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.T
+
+
+class CueReader(nn.Module):
+    """Answers with the class whose cue colour the top-left pixel has: the shortcut, and nothing else."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        corner = x[:, :, 0, 0]  # (B, 3)
+        return -self.scale * (corner[:, None, :] - CUE_COLOURS[None, :4]).square().sum(-1)  # (B, 4)
+
+
+class ShapeOracle(nn.Module):
+    """Answers from the evidence alone (a lookup of the true label): the right reason, immune to the cue."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        index = (x[:, None, :, 8:, 8:] == self.data.images[None, :, :, 8:, 8:]).flatten(2).all(-1).float().argmax(1)
+        return self.scale * F.one_hot(self.data.labels[index], 4).float()
+
+
+def data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+
+
+@torch.no_grad()
+def loss(model, x, y):
+    return float(F.cross_entropy(model(x), y))
+
+
+def test_fgsm_steps_along_the_gradient_sign_and_stays_in_bounds():
+    model, (x, y) = Linear(), data()
+    x.requires_grad_(True)
+    grad = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)[0]
+    x = x.detach()
+    adv = fgsm(model, x, y, epsilon=0.05)
+    torch.testing.assert_close(adv, (x + 0.05 * grad.sign()).clamp(0, 1))
+    assert loss(model, adv, y) > loss(model, x, y)
+    assert model.weight.grad is None
+
+
+def test_pgd_stays_in_the_ball_beats_fgsm_and_is_reproducible():
+    model, (x, y) = Linear(), data()
+    adv = pgd(model, x, y, epsilon=0.03, steps=20, seed=1)
+    assert float((adv - x).abs().max()) <= 0.03 + 1e-12
+    assert 0 <= float(adv.min()) and float(adv.max()) <= 1
+    assert loss(model, adv, y) >= loss(model, fgsm(model, x, y, 0.03), y) - 1e-9
+    assert torch.equal(adv, pgd(model, x, y, epsilon=0.03, steps=20, seed=1))
+    assert not torch.equal(adv, pgd(model, x, y, epsilon=0.03, steps=20, seed=2))
+
+
+def test_attacks_restore_the_model_mode_and_leave_no_gradients():
+    model = nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).double().train()
+    x, y = data()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pgd(model, x, y, epsilon=0.05, steps=3)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+
+
+def test_zero_budget_leaves_predictions_and_agreement_as_they_were():
+    teacher, student, (x, y) = Linear(seed=0), Linear(seed=1), data()
+    result = adversarial_agreement(teacher, student, x, y, epsilon=0.0, steps=2)
+    clean_t, clean_s = teacher(x).argmax(-1), student(x).argmax(-1)
+    torch.testing.assert_close(result["clean_agree"], (clean_t == clean_s).float())
+    torch.testing.assert_close(result["agree_on_student_attack"], result["clean_agree"])
+    torch.testing.assert_close(result["student_correct"], (clean_s == y).float())
+
+
+def test_an_attack_on_a_model_hurts_it_more_than_its_copy_is_hurt():
+    teacher, (x, y) = Linear(seed=0), data(200)
+    y = teacher(x).argmax(-1)  # the teacher is right everywhere before the attack
+    result = adversarial_agreement(teacher, teacher, x, y, epsilon=0.1, attack="fgsm")
+    assert float(result["teacher_correct"].mean()) < 0.9
+    assert float(result["agree_on_teacher_attack"].mean()) == 1.0  # a model always agrees with itself
+
+
+def test_counterfactual_separates_a_cue_reader_from_a_shape_reader():
+    shapes = make_split(ShapesConfig(noise=0.0), "test", 64)
+    new = other_cues(shapes, seed=0)
+    edited = with_cues(shapes, new)
+    result = counterfactual_flips(ShapeOracle(shapes), CueReader(), shapes.images, edited.images, edited_to=new)
+    assert float(result["teacher_flips"].mean()) == 0.0
+    assert float(result["student_only_flips"].mean()) == 1.0
+    assert float(result["student_follows_cue"].mean()) == 1.0
+    assert float(result["teacher_follows_cue"].mean()) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"epsilon": -0.1}, ValueError, "Expected `epsilon` to be a nonnegative L-inf budget"),
+    ({"epsilon": float("nan")}, ValueError, "epsilon"),
+    ({"epsilon": 0.1, "steps": 0}, ValueError, "Expected `steps` to be a positive integer"),
+    ({"epsilon": 0.1, "step_size": -1.0}, ValueError, "step_size"),
+])
+def test_bad_attack_settings(kwargs, error, message):
+    model, (x, y) = Linear(), data()
+    with pytest.raises(error, match=message):
+        pgd(model, x, y, **kwargs)
+
+
+def test_bad_attack_inputs():
+    model, (x, y) = Linear(), data()
+    with pytest.raises(ValueError, match="the same number of examples"):
+        fgsm(model, x, y[:-1], 0.1)
+    with pytest.raises(ValueError, match=r"class indices below 3.*a maximum of 7"):
+        fgsm(model, x, torch.full_like(y, 7), 0.1)
+    with pytest.raises(TypeError, match="floating-point"):
+        fgsm(model, (x * 10).long(), y, 0.1)
+    with pytest.raises(ValueError, match="unknown|one of 'fgsm', 'pgd'"):
+        adversarial_agreement(model, model, x, y, 0.1, attack="cw")
+    with pytest.raises(ValueError, match="the same shape"):
+        counterfactual_flips(model, model, x, x[:-1])
