@@ -72,3 +72,14 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read a safetensors file (no pickle: nothing in it can run code)."""
     return load_file(str(path), device=str(device))
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor] | list[torch.Tensor], length: int = 12) -> str:
+    """Hex digest of tensors' names, shapes, dtypes and bytes: identifies a model's weights or a data set."""
+    items = tensors.items() if isinstance(tensors, dict) else enumerate(tensors)
+    digest = hashlib.sha256()
+    for name, tensor in items:
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:length]

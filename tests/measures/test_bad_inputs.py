@@ -228,3 +228,136 @@ def test_compute_before_update_is_an_error():
     for metric in (M.Agreement(), M.CalibrationError(), M.LinearCKA(), M.MinibatchCKA()):
         with pytest.raises(ValueError, match="updated with at least one batch"):
             metric.compute()
+
+
+# -- attribution maps and evidence masks -------------------------------------------------------------------------------
+
+H = W = 4
+
+
+def good_maps(seed=0):
+    return torch.rand(N, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def good_masks():
+    masks = torch.zeros(N, H, W, dtype=torch.bool)
+    masks[:, 1:3, 1:3] = True
+    return masks
+
+
+MAP_PAIR = {
+    "align_maps": M.align_maps, "map_spearman": M.map_spearman, "map_topk_iou": M.map_topk_iou,
+    "map_cosine": M.map_cosine,
+}
+MAPS_MASKS = {"evidence_mass": M.evidence_mass, "pointing_game": M.pointing_game}
+ONE_MAPS = {"normalize_maps": M.normalize_maps, **{name: (lambda m, fn=fn: fn(m, good_masks()))
+                                                   for name, fn in MAPS_MASKS.items()}}
+BAD_MAPS = {  # case -> (bad maps, message fragment)
+    "nan": (with_value(good_maps(), math.nan), "finite"),
+    "inf": (with_value(good_maps(), math.inf), "finite"),
+    "channel axis": (good_maps()[:, None], "squeeze(1)"),
+    "flattened": (good_maps().flatten(1), "view(n, h, w)"),
+    "empty": (good_maps()[:, :0], "non-empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MAPS))
+@pytest.mark.parametrize("name", list(MAP_PAIR))
+def test_bad_map_pairs(name, case):
+    bad, fragment = BAD_MAPS[case]
+    with raises(ValueError, "maps_a", fragment):
+        MAP_PAIR[name](bad, good_maps(1))
+    with raises(ValueError, "maps_b", fragment):
+        MAP_PAIR[name](good_maps(1), bad)
+
+
+@pytest.mark.parametrize("name", list(MAP_PAIR))
+def test_map_pairs_of_different_length_or_type(name):
+    with raises(ValueError, "maps_a", "aligned"):
+        MAP_PAIR[name](good_maps()[:-1], good_maps(1))
+    with raises(TypeError, "maps_a", "floating-point"):
+        MAP_PAIR[name](good_maps().long(), good_maps(1))
+    with raises(TypeError, "maps_b", "numpy.ndarray"):
+        MAP_PAIR[name](good_maps(), good_maps(1).tolist())
+
+
+@pytest.mark.parametrize("case", list(BAD_MAPS))
+@pytest.mark.parametrize("name", list(ONE_MAPS))
+def test_bad_maps(name, case):
+    bad, fragment = BAD_MAPS[case]
+    with raises(ValueError, "maps", fragment):
+        ONE_MAPS[name](bad)
+
+
+@pytest.mark.parametrize("bad", [good_maps().tolist(), good_maps().bool()], ids=["list", "bool-dtype"])
+@pytest.mark.parametrize("name", list(ONE_MAPS))
+def test_maps_of_wrong_type(name, bad):
+    with raises(TypeError, "maps"):
+        ONE_MAPS[name](bad)
+
+
+BAD_MASKS = {  # case -> (bad masks, message fragment, error)
+    "soft mask": (good_masks().float() * 0.7, "masks > 0.5", ValueError),
+    "nan": (with_value(good_masks().float(), math.nan), "0/1 values", ValueError),
+    "fewer masks": (good_masks()[:-1], "one mask per map", ValueError),
+    "channel axis": (good_masks()[:, None], "squeeze(1)", ValueError),
+    "2-D": (good_masks()[0], "masks[None]", ValueError),
+    "list": (good_masks().tolist(), "numpy.ndarray", TypeError),
+}
+
+
+@pytest.mark.parametrize(("name", "case"), [(name, case) for name in [*MAPS_MASKS, "mask_fraction"]
+                                             for case in BAD_MASKS if (name, case) != ("mask_fraction", "fewer masks")])
+def test_bad_masks(name, case):
+    bad, fragment, error_type = BAD_MASKS[case]
+    fn = M.mask_fraction if name == "mask_fraction" else (lambda masks, fn=MAPS_MASKS[name]: fn(good_maps(), masks))
+    with raises(error_type, "masks", fragment):
+        fn(bad)
+
+
+VALUES = {
+    "bootstrap_mean_interval": lambda v, **kw: M.bootstrap_mean_interval(v, n_resamples=5, **kw),
+    "bootstrap_mean_difference": lambda v, **kw: M.bootstrap_mean_difference(v, torch.rand(N), n_resamples=5, **kw),
+}
+BAD_VALUES = {  # case -> (bad values, message fragment, error)
+    "inf": (with_value(torch.rand(N, 1), math.inf)[:, 0], "finite or NaN", ValueError),
+    "column": (torch.rand(N, 1), "view(-1)", ValueError),
+    "all NaN": (torch.full((N,), math.nan), "at least 2", ValueError),
+    "int dtype": (torch.ones(N, dtype=torch.long), "floating-point", TypeError),
+    "list": ([0.5] * N, "numpy.ndarray", TypeError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+@pytest.mark.parametrize("name", list(VALUES))
+def test_bad_values(name, case):
+    bad, fragment, error_type = BAD_VALUES[case]
+    param = "values_a" if name == "bootstrap_mean_difference" else "values"
+    with raises(error_type, param, fragment):
+        VALUES[name](bad)
+
+
+def test_bad_map_choices_and_scalars():
+    maps, masks = good_maps(), good_masks()
+    cases = [
+        (lambda: M.map_topk_iou(maps, maps, k=0.0), "k"),
+        (lambda: M.map_topk_iou(maps, maps, k=1.5), "k"),
+        (lambda: M.map_topk_iou(maps, maps, k=True), "k"),
+        (lambda: M.normalize_maps(maps, method="max"), "method"),
+        (lambda: M.align_maps(maps, maps, mode="linear"), "mode"),
+        (lambda: M.align_maps(maps, maps, size=(0, 3)), "size"),
+        (lambda: M.align_maps(maps, maps, size=224), "size"),
+        (lambda: M.pointing_game(maps, masks, tolerance=-1), "tolerance"),
+        (lambda: M.pointing_game(maps, masks, tolerance=1.5), "tolerance"),
+        (lambda: M.bootstrap_mean_interval(torch.rand(N), level=1.5), "level"),
+        (lambda: M.bootstrap_mean_interval(torch.rand(N), n_resamples=0), "n_resamples"),
+        (lambda: M.bootstrap_mean_difference(torch.rand(N), torch.rand(N), n_resamples=0), "n_resamples"),
+        (lambda: M.bootstrap_mean_difference(torch.rand(N), torch.rand(N - 1)), "values_a"),
+        (lambda: M.mask_fraction(masks, reduction="sum"), "reduction"),
+    ]
+    cases += [(lambda fn=fn: fn(maps, maps, reduction="sum"), "reduction") for fn in MAP_PAIR.values()
+              if fn is not M.align_maps]
+    cases += [(lambda fn=fn: fn(maps, masks, reduction="sum"), "reduction") for fn in MAPS_MASKS.values()]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=TEMPLATE.format(name=name)):
+            call()

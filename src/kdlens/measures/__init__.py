@@ -1,10 +1,12 @@
-"""Pure tensor math that every kdlens audit reports: fidelity, calibration and representational similarity.
+"""Pure tensor math that every kdlens audit reports: fidelity, calibration, representational similarity and
+attribution-map comparison.
 
 Functional measures take tensors or numpy arrays and return floats (or per-example tensors with
 ``reduction="none"``); their streaming twins are ``torchmetrics.Metric`` subclasses sharing the same code.
 """
 
 from kdlens.measures._resampling import Interval
+from kdlens.measures.attribution_maps import align_maps, map_cosine, map_spearman, map_topk_iou, normalize_maps
 from kdlens.measures.calibration import (
     CalibrationError,
     ReliabilityCurve,
@@ -19,6 +21,13 @@ from kdlens.measures.calibration_intervals import bootstrap_ece, bootstrap_paire
 from kdlens.measures.cka import cka_matrix, linear_cka, rbf_cka
 from kdlens.measures.cka_intervals import PermutationTest, cka_bootstrap_interval, cka_permutation_test
 from kdlens.measures.cka_streaming import CKAMatrix, LinearCKA, MinibatchCKA
+from kdlens.measures.evidence import (
+    bootstrap_mean_difference,
+    bootstrap_mean_interval,
+    evidence_mass,
+    mask_fraction,
+    pointing_game,
+)
 from kdlens.measures.fidelity import Agreement, agreement, js_divergence, kl_divergence, total_variation
 
 __all__ = [
@@ -31,19 +40,29 @@ __all__ = [
     "PermutationTest",
     "ReliabilityCurve",
     "agreement",
+    "align_maps",
     "bootstrap_ece",
+    "bootstrap_mean_difference",
+    "bootstrap_mean_interval",
     "bootstrap_paired_difference",
     "brier_score",
     "cka_bootstrap_interval",
     "cka_matrix",
     "cka_permutation_test",
     "classwise_expected_calibration_error",
+    "evidence_mass",
     "expected_calibration_error",
     "fit_temperature",
     "js_divergence",
     "kl_divergence",
     "linear_cka",
+    "map_cosine",
+    "map_spearman",
+    "map_topk_iou",
+    "mask_fraction",
     "negative_log_likelihood",
+    "normalize_maps",
+    "pointing_game",
     "rbf_cka",
     "reliability_curve",
     "total_variation",

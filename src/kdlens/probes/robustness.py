@@ -134,8 +134,12 @@ def predictions(model: nn.Module | Classifier, inputs: torch.Tensor, batch_size:
 
 
 def adversarial_agreement(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                          epsilon: float, attack: str = "pgd", **attack_kwargs) -> dict[str, torch.Tensor]:
+                          epsilon: float, attack: str = "pgd", teacher_attack: torch.Tensor | None = None,
+                          **attack_kwargs) -> dict[str, torch.Tensor]:
     """Attack each model in turn and record, per example, what both answer on the perturbed input.
+
+    ``teacher_attack`` (n, ...) reuses inputs already crafted against the teacher with the same settings (one
+    attack on the teacher serves every student).
 
     Returns
     -------
@@ -147,7 +151,7 @@ def adversarial_agreement(teacher: nn.Module, student: nn.Module, inputs: torch.
     craft = fgsm if attack == "fgsm" else pgd
     x, y = C.as_float(inputs, "inputs"), C.as_labels(labels, "labels")
     on_student = craft(student, x, y, epsilon, **attack_kwargs)
-    on_teacher = craft(teacher, x, y, epsilon, **attack_kwargs)
+    on_teacher = craft(teacher, x, y, epsilon, **attack_kwargs) if teacher_attack is None else teacher_attack
     t_s, s_s = predictions(teacher, on_student), predictions(student, on_student)
     t_t, s_t = predictions(teacher, on_teacher), predictions(student, on_teacher)
     t_clean, s_clean = predictions(teacher, x), predictions(student, x)

@@ -1,0 +1,138 @@
+"""Does the student look where the teacher looks? Per-example attribution agreement, evidence and verdicts.
+
+For each example, both models explain the same target class (the teacher's prediction by default, see
+:mod:`kdlens.probes.attribution`) with the same method on comparable layers; :mod:`kdlens.measures` compares the two
+maps (Spearman, top-k IoU, cosine) and, where the task knows the evidence, scores each map against it (share of
+attribution mass in the evidence mask, pointing game).
+
+A per-example **verdict** then combines the student's correctness with whether its explanation is the teacher's:
+
+- ``right_for_right_reasons``: correct, and its map agrees with the teacher's (Spearman >= ``agreement_threshold``)
+  and, where masks exist, puts at least ``evidence_threshold`` of its mass on the evidence;
+- ``right_for_wrong_reasons``: correct, but failing either test;
+- ``wrong``: the student's answer is not the label.
+
+The thresholds are arguments, never hidden constants, and every result carries them. :func:`baseline_thresholds`
+derives them from baselines: a student counts as agreeing when it agrees with the teacher at least as well as a
+re-seeded teacher does on most examples, and as using the evidence when it puts as much mass there as the teacher
+itself does on most examples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kdlens import measures as M
+from kdlens.measures import _checks as C
+
+VERDICTS = ("right_for_right_reasons", "right_for_wrong_reasons", "wrong")
+
+
+def compare_maps(teacher_maps: torch.Tensor, student_maps: torch.Tensor, masks: torch.Tensor | None = None,
+                 top_k: float = 0.2) -> dict[str, torch.Tensor]:
+    """Per-example comparison of two models' (n, h, w) maps, and of each with the evidence masks (n, H, W).
+
+    Returns
+    -------
+    dict of (n,) float64 tensors: ``spearman``, ``iou_top{k}``, ``cosine`` (NaN where a map is constant) and, with
+    masks, ``teacher_evidence`` / ``student_evidence`` (share of mass in the mask), ``teacher_pointing`` /
+    ``student_pointing`` (the map's peak in the mask) and ``mask_fraction`` (the chance level of the evidence share).
+    """
+    out = {"spearman": M.map_spearman(teacher_maps, student_maps, reduction="none"),
+           f"iou_top{round(top_k * 100)}": M.map_topk_iou(teacher_maps, student_maps, k=top_k, reduction="none"),
+           "cosine": M.map_cosine(teacher_maps, student_maps, reduction="none")}
+    if masks is not None:
+        for who, maps in (("teacher", teacher_maps), ("student", student_maps)):
+            out[f"{who}_evidence"] = M.evidence_mass(maps, masks, reduction="none")
+            out[f"{who}_pointing"] = M.pointing_game(maps, masks, reduction="none")
+        out["mask_fraction"] = M.mask_fraction(masks, reduction="none")
+    return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in out.items()}
+
+
+def verdicts(correct: torch.Tensor, agreement: torch.Tensor, agreement_threshold: float,
+             evidence: torch.Tensor | None = None, evidence_threshold: float | None = None) -> list[str]:
+    """One verdict per example (see the module docstring); a NaN agreement or evidence counts as failing.
+
+    Parameters
+    ----------
+    correct : (n,) bool, the student's answer equals the label
+    agreement : (n,) float, e.g. the Spearman correlation of student and teacher maps
+    agreement_threshold : float
+    evidence : (n,) float in [0, 1], optional: the student's share of attribution mass in the evidence mask
+    evidence_threshold : float, required with ``evidence``
+
+    Returns
+    -------
+    list of n strings from ``VERDICTS``
+    """
+    correct = C.as_tensor(correct, "correct").bool()
+    agreement = C.as_float(agreement, "agreement")
+    C.check_same_length(correct, agreement, "correct", "agreement")
+    if not isinstance(agreement_threshold, (int, float)) or math.isnan(agreement_threshold):
+        C.fail("agreement_threshold", "a number", repr(agreement_threshold))
+    reasons_ok = agreement >= agreement_threshold  # NaN compares False
+    if evidence is not None:
+        evidence = C.as_float(evidence, "evidence")
+        C.check_same_length(correct, evidence, "correct", "evidence")
+        if not isinstance(evidence_threshold, (int, float)) or math.isnan(evidence_threshold):
+            C.fail("evidence_threshold", "a number (the share of mass in the evidence mask that counts as using "
+                   "it)", repr(evidence_threshold), "baseline_thresholds() derives one from the teacher.")
+        reasons_ok = reasons_ok & (evidence >= evidence_threshold)
+    return [VERDICTS[2] if not ok_answer else VERDICTS[0] if ok_reason else VERDICTS[1]
+            for ok_answer, ok_reason in zip(correct.tolist(), reasons_ok.tolist(), strict=True)]
+
+
+def baseline_thresholds(reseeded_agreement: torch.Tensor, teacher_evidence: torch.Tensor | None = None,
+                        quantile: float = 0.1) -> dict[str, float]:
+    """Thresholds read off the baselines: the ``quantile`` of the re-seeded teacher's agreement with the teacher,
+    and the same quantile of the teacher's own evidence share (NaNs ignored).
+
+    With the default 0.1, a student example counts as agreeing if its agreement reaches what 90% of the re-seeded
+    teacher's examples reach, and as using the evidence if its share reaches what 90% of the teacher's do.
+    """
+    if not 0 < quantile < 1:
+        C.fail("quantile", "in (0, 1)", repr(quantile), "0.1 reads the threshold off the baseline's 10th percentile.")
+
+    def q(values: torch.Tensor, name: str) -> float:
+        values = C.as_float(values, name).double()
+        values = values[~torch.isnan(values)]
+        if values.numel() == 0:
+            C.fail(name, "at least one defined (non-NaN) value", "only NaN")
+        return float(torch.quantile(values, quantile))
+
+    out = {"agreement_threshold": q(reseeded_agreement, "reseeded_agreement"), "quantile": quantile}
+    if teacher_evidence is not None:
+        out["evidence_threshold"] = q(teacher_evidence, "teacher_evidence")
+    return out
+
+
+def verdict_rates(labels: list[str], difficulty: torch.Tensor | None = None, bins: int = 4) -> dict:
+    """Share of each verdict overall and, with a per-example ``difficulty``, in ``bins`` equal-count difficulty bins.
+
+    Returns
+    -------
+    ``{"overall": {verdict: share}, "by_difficulty": [{"low": x, "high": y, "n": k, verdict: share, ...}, ...]}``
+    """
+    n = len(labels)
+    if n == 0:
+        C.fail("labels", "at least one verdict", "none")
+
+    def shares(chosen: list[str]) -> dict[str, float]:
+        return {v: sum(label == v for label in chosen) / max(len(chosen), 1) for v in VERDICTS}
+
+    out: dict = {"overall": shares(labels)}
+    if difficulty is not None:
+        difficulty = C.as_float(difficulty, "difficulty").double()
+        if difficulty.shape != (n,):
+            C.fail("difficulty", f"one value per example ({n},)", f"shape {tuple(difficulty.shape)}")
+        order = torch.argsort(difficulty, stable=True)
+        out["by_difficulty"] = []
+        for part in order.tensor_split(bins):
+            if len(part) == 0:
+                continue
+            chosen = [labels[i] for i in part.tolist()]
+            out["by_difficulty"].append({"low": float(difficulty[part].min()), "high": float(difficulty[part].max()),
+                                         "n": len(chosen), **shares(chosen)})
+    return out
