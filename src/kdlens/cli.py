@@ -112,6 +112,43 @@ def lab_vision(
     console.print(table)
 
 
+@lab_app.command("reasons")
+def lab_reasons(
+    run_dir: Path = typer.Option(Path("runs/lab-reasons"), help="Run directory for the stages' outputs."),
+    root: Path = typer.Option(Path("runs/lab"), help="Folder for labs (built first if missing)."),
+    n: int = typer.Option(1000, min=10, help="Examples of the test split to probe."),
+    epsilon: float = typer.Option(4 / 255, min=0, help="PGD budget, L-inf, in pixel units of [0, 1] images."),
+    device: str = typer.Option("cpu", help="Where to train the lab if it is not built yet."),
+) -> None:
+    """Does each student look where the teacher looks? Attribution and robustness stages on the vision lab."""
+    from kdlens.audit.reasons import AuditData, attribution_stage, robustness_stage
+    from kdlens.lab import vision
+    from kdlens.tasks.shapes import make_split, other_cues, with_cues
+
+    lab = vision.build(root, device=device, baseline_teacher=True)
+    test = make_split(lab.config.shapes, "test", n)
+    edited_to = other_cues(test, seed=1)
+    data = AuditData(test.images, test.labels, test.masks, test.difficulty, with_cues(test, edited_to).images,
+                     edited_to, name="test")
+    students = {name: lab.student(name) for name in lab.student_dirs}
+    baselines = {"teacher_reseeded": lab.baseline_teacher(), "untrained_student": lab.untrained_student()}
+    layers = dict.fromkeys(["teacher", *students, *baselines], "block3")
+    with console.status("attribution maps, comparisons, verdicts"):
+        attribution = attribution_stage(run_dir, lab.teacher(), students, data, layers, baselines)
+    with console.status("PGD against every model, counterfactual cues"):
+        robustness = robustness_stage(run_dir, lab.teacher(), students, data, epsilon=epsilon)
+    table = Table(title=escape(f"reasons on {n} test images: {run_dir}/stages"))
+    table.add_column("model", no_wrap=True)
+    for column in ("Spearman vs teacher", "right for wrong reasons", "PGD agreement", "cue flips"):
+        table.add_column(column, justify="right")
+    for name in [*students, *baselines]:
+        a, r = attribution.get(name, {}), robustness.get(name, {})
+        cells = (a.get("spearman"), a.get("right_for_wrong_reasons"), r.get("agree_on_student_attack"),
+                 r.get("cue_flips"))
+        table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in cells))
+    console.print(table)
+
+
 def _load(path: Path, model):
     """Validate a YAML config, or exit 2 with the error (a typo's suggestion included) and no traceback."""
     from kdlens.config import load_yaml

@@ -81,5 +81,5 @@ def tensors_digest(tensors: dict[str, torch.Tensor] | list[torch.Tensor], length
     for name, tensor in items:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()[:length]

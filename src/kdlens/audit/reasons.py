@@ -1,0 +1,224 @@
+"""The audit's "reasons" stages: attribution consistency and robustness of each student against its teacher.
+
+Each stage writes, under ``<run_dir>/stages/<stage>/``:
+
+- ``figures.json``: per model, the means (with 95% bootstrap intervals) the report plots, and the thresholds used;
+- ``examples.jsonl``: one row per (model, example) with every per-example value, for tables and drill-down;
+- ``maps.safetensors`` (attribution): the first ``keep_maps`` examples' maps per model, for the review page.
+
+and records itself in ``<run_dir>/manifest.json`` (:class:`kdlens.stages.Stages`), so a second call with the same
+inputs loads instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdlens import io
+from kdlens import measures as M
+from kdlens.probes import GradCAM, resolve_targets
+from kdlens.probes.consistency import VERDICTS, baseline_thresholds, compare_maps, verdict_rates, verdicts
+from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, pgd, predictions
+from kdlens.stages import Stages
+
+TEACHER = "teacher"
+
+
+@dataclass
+class AuditData:
+    """What the reasons stages run on: inputs (n, ...) and labels (n,), plus what the task knows, when it knows it.
+
+    ``masks`` (n, H, W) bool evidence; ``difficulty`` (n,) for breakdowns; ``counterfactuals`` (n, ...) the same
+    inputs with only the spurious cue edited, and ``counterfactual_targets`` (n,) the class the edited cue names.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor | None = None
+    difficulty: torch.Tensor | None = None
+    counterfactuals: torch.Tensor | None = None
+    counterfactual_targets: torch.Tensor | None = None
+    name: str = "data"
+
+
+def _digests(models: dict[str, nn.Module]) -> dict[str, str]:
+    return {name: io.tensors_digest(model.state_dict()) for name, model in models.items()}
+
+
+def _data_digest(data: AuditData) -> str:
+    return io.tensors_digest([t for t in (data.inputs, data.labels, data.masks, data.difficulty, data.counterfactuals,
+                                          data.counterfactual_targets) if t is not None])
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _mean_ci(values: torch.Tensor, seed: int = 0) -> dict:
+    """Mean with a 95% percentile-bootstrap interval, NaNs dropped; None where nothing is defined."""
+    values = values.double()
+    if bool(torch.isnan(values).all()):
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    interval = M.bootstrap_mean_interval(values, n_resamples=1000, seed=seed)
+    return {"mean": interval.estimate, "low": interval.low, "high": interval.high,
+            "n": int((~torch.isnan(values)).sum())}
+
+
+def _write(folder: Path, figures: dict, rows: list[dict], arrays: dict[str, torch.Tensor] | None = None) -> None:
+    if arrays:
+        io.save_tensors(folder / "maps.safetensors", arrays)
+    lines = (json.dumps({k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}) for row in rows)
+    io.atomic_write_text(folder / "examples.jsonl", "\n".join(lines) + "\n")
+    io.atomic_write_json(folder / "figures.json", figures)
+
+
+def _maps(model: nn.Module, layer: str, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+    method = GradCAM(model, layer)
+    return torch.cat([method.attribute(x, t).detach().cpu()
+                      for x, t in zip(inputs.split(batch_size), targets.split(batch_size), strict=True)])
+
+
+def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,
+                      layers: dict[str, str], baselines: dict[str, nn.Module] | None = None, top_k: float = 0.2,
+                      quantile: float = 0.1, noise: float = 2 / 255, keep_maps: int = 64, seed: int = 0,
+                      batch_size: int = 256) -> dict:
+    """Grad-CAM maps of the teacher, each student and each baseline for the teacher's predicted class, compared.
+
+    Parameters
+    ----------
+    run_dir : the run directory (stage ``attribution``)
+    teacher, students : the models; ``students`` maps names to modules
+    data : AuditData (masks turn on evidence scores, difficulty the breakdown)
+    layers : model name (``"teacher"``, each student's and baseline's name) -> the conv layer to explain
+    baselines : e.g. ``{"teacher_reseeded": ..., "untrained_student": ...}``; ``teacher_reseeded`` sets the
+        agreement threshold and the teacher's own evidence share sets the evidence one (:func:`baseline_thresholds`)
+    top_k : fraction of positions for the top-k IoU
+    quantile : baseline quantile read as the threshold
+    noise : half-width of the uniform input noise for the stability test (each model's map on x + U(-noise, noise)
+        against its map on x, Spearman), in input units
+    keep_maps : how many examples' maps to save for the review page
+
+    Returns
+    -------
+    dict: the stage summary recorded in the manifest (per model: mean Spearman, IoU, evidence, verdict shares).
+    """
+    baselines = baselines or {}
+    models = {TEACHER: teacher, **students, **baselines}
+    missing = sorted(set(models) - set(layers))
+    if missing:
+        raise ValueError(f"Expected `layers` to name a layer for every model, but got none for {missing}. "
+                         f"Give layers={{'teacher': ..., {', '.join(repr(m) + ': ...' for m in missing)}}}.")
+    inputs = {"stage": "attribution", "models": _digests(models), "data": _data_digest(data), "layers": layers,
+              "top_k": top_k, "quantile": quantile, "method": "gradcam", "target": "teacher", "noise": noise}
+    folder = Path(run_dir) / "stages" / "attribution"
+
+    def compute() -> dict:
+        logits = {name: _logits(model, data.inputs) for name, model in models.items()}
+        targets = resolve_targets("teacher", teacher_logits=logits[TEACHER])
+        maps = {name: _maps(model, layers[name], data.inputs, targets, batch_size) for name, model in models.items()}
+        g = torch.Generator().manual_seed(seed)
+        noisy = data.inputs + noise * (2 * torch.rand(data.inputs.shape, generator=g) - 1)
+        stability = {name: M.map_spearman(maps[name], _maps(model, layers[name], noisy, targets, batch_size),
+                                          reduction="none") for name, model in models.items()}
+        compared = {name: compare_maps(maps[TEACHER], maps[name], data.masks, top_k)
+                    for name in models if name != TEACHER}
+        teacher_evidence = compared[next(iter(compared))].get("teacher_evidence")
+        thresholds = (baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)
+                      if "teacher_reseeded" in compared else {})
+        teacher_correct = logits[TEACHER].argmax(-1) == data.labels
+        figures: dict = {"thresholds": thresholds, "target": "teacher", "method": "gradcam", "layers": layers,
+                         "top_k": top_k, "n": len(data.labels), "models": {}}
+        rows = []
+        iou = f"iou_top{round(top_k * 100)}"
+        for name, values in compared.items():
+            correct = logits[name].argmax(-1) == data.labels
+            both = correct & teacher_correct
+            entry = {"accuracy": float(correct.double().mean()), "spearman": _mean_ci(values["spearman"]),
+                     "spearman_both_correct": _mean_ci(values["spearman"][both]),
+                     iou: _mean_ci(values[iou]), f"{iou}_both_correct": _mean_ci(values[iou][both]),
+                     "cosine": _mean_ci(values["cosine"]), "stability": _mean_ci(stability[name])}
+            labels = None
+            if thresholds:
+                evidence = values.get("student_evidence")
+                labels = verdicts(correct, values["spearman"], thresholds["agreement_threshold"], evidence,
+                                  thresholds.get("evidence_threshold") if evidence is not None else None)
+                entry["verdicts"] = verdict_rates(labels, data.difficulty)
+            if data.masks is not None:
+                entry["evidence"] = _mean_ci(values["student_evidence"])
+                entry["pointing"] = _mean_ci(values["student_pointing"])
+            figures["models"][name] = entry
+            for i in range(len(data.labels)):
+                row = {"model": name, "index": i, "label": int(data.labels[i]), "target": int(targets[i]),
+                       "correct": bool(correct[i]), "teacher_correct": bool(teacher_correct[i]),
+                       "stability": float(stability[name][i]), **{k: float(v[i]) for k, v in values.items()}}
+                if labels is not None:
+                    row["verdict"] = labels[i]
+                rows.append(row)
+        figures["models"][TEACHER] = {"accuracy": float(teacher_correct.double().mean()),
+                                      "stability": _mean_ci(stability[TEACHER])}
+        if data.masks is not None:
+            first = compared[next(iter(compared))]
+            figures["models"][TEACHER].update(evidence=_mean_ci(first["teacher_evidence"]),
+                                              pointing=_mean_ci(first["teacher_pointing"]))
+        keep = slice(0, min(keep_maps, len(data.labels)))
+        _write(folder, figures, rows, {f"maps.{name}": m[keep] for name, m in maps.items()})
+        return {name: {"spearman": entry["spearman"]["mean"],
+                       **({"right_for_wrong_reasons": entry["verdicts"]["overall"][VERDICTS[1]]}
+                          if "verdicts" in entry else {})}
+                for name, entry in figures["models"].items() if name != TEACHER}
+
+    return Stages(run_dir).run("attribution", inputs, compute, folder=folder)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x) for x in inputs.split(batch_size)]).float()
+    finally:
+        model.train(was_training)
+
+
+def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,
+                     epsilon: float = 4 / 255, steps: int = 10, seed: int = 0) -> dict:
+    """PGD (L-inf ``epsilon``, ``steps`` steps) against the teacher and against each student, and, when ``data``
+    has counterfactuals, the cue-flip test.
+
+    Per student: accuracy under its own attack, teacher-student agreement on inputs crafted against the student and
+    against the teacher, and (counterfactuals) how often the student alone changes its answer when only the cue
+    changes, and how often it follows the edited cue.
+    """
+    models = {TEACHER: teacher, **students}
+    inputs = {"stage": "robustness", "epsilon": epsilon, "steps": steps, "seed": seed, "models": _digests(models),
+              "data": _data_digest(data)}
+    folder = Path(run_dir) / "stages" / "robustness"
+
+    def compute() -> dict:
+        on_teacher = pgd(teacher, data.inputs, data.labels, epsilon, steps=steps, seed=seed)
+        teacher_robust = float((predictions(teacher, on_teacher) == data.labels).double().mean())
+        figures: dict = {"epsilon": epsilon, "steps": steps, "attack": "pgd", "n": len(data.labels),
+                         "teacher_robust_accuracy": teacher_robust, "models": {}}
+        rows = []
+        for name, student in students.items():
+            values = adversarial_agreement(teacher, student, data.inputs, data.labels, epsilon, attack="pgd",
+                                           teacher_attack=on_teacher, steps=steps, seed=seed)
+            if data.counterfactuals is not None:
+                values.update(counterfactual_flips(teacher, student, data.inputs, data.counterfactuals,
+                                                   data.counterfactual_targets))
+            figures["models"][name] = {key: _mean_ci(value) for key, value in values.items()}
+            rows += [{"model": name, "index": i, **{k: float(v[i]) for k, v in values.items()}}
+                     for i in range(len(data.labels))]
+        _write(folder, figures, rows)
+        return {name: {"robust_accuracy": entry["student_correct"]["mean"],
+                       "agree_on_student_attack": entry["agree_on_student_attack"]["mean"],
+                       **({"cue_flips": entry["student_only_flips"]["mean"]} if "student_only_flips" in entry else {})}
+                for name, entry in figures["models"].items()}
+
+    return Stages(run_dir).run("robustness", inputs, compute, folder=folder)
