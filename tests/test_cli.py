@@ -158,3 +158,20 @@ def test_distill_from_the_lab_teacher_builds_only_the_teacher_with_the_data_task
     (root, config, device), = calls
     assert root == str(tmp_path / "labs") and device == "cpu"
     assert config.students == [] and config.shapes.n_classes == 3 and config.shapes.image_size == 16
+
+
+def test_lab_reasons_writes_both_stages_and_prints_the_table(tmp_path):
+    import yaml
+
+    recipe = {"shapes": {"image_size": 16, "cue_size": 3}, "n_train": 128, "n_transfer": 128, "n_eval": 100,
+              "teacher_model": {"widths": [4, 8, 8]}, "student_model": {"widths": [2, 4, 4]},
+              "teacher_train": {"epochs": 1, "batch_size": 64}, "student_train": {"epochs": 1, "batch_size": 64},
+              "students": ["output_kd"]}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["lab", "reasons", "--config", str(path), "--root", str(tmp_path / "labs"),
+                                 "--run-dir", str(tmp_path / "run"), "--n", "40"])
+    assert result.exit_code == 0, result.output
+    for stage in ("attribution", "robustness"):
+        assert (tmp_path / "run" / "stages" / stage / "figures.json").is_file()
+    assert "output_kd" in result.output and "teacher_reseeded" in result.output and "cue flips" in result.output

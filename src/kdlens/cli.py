@@ -116,6 +116,7 @@ def lab_vision(
 def lab_reasons(
     run_dir: Path = typer.Option(Path("runs/lab-reasons"), help="Run directory for the stages' outputs."),
     root: Path = typer.Option(Path("runs/lab"), help="Folder for labs (built first if missing)."),
+    config: Path = typer.Option(None, help="YAML recipe (VisionLabConfig) of the lab, instead of the default one."),
     n: int = typer.Option(1000, min=10, help="Examples of the test split to probe."),
     epsilon: float = typer.Option(4 / 255, min=0, help="PGD budget, L-inf, in pixel units of [0, 1] images."),
     device: str = typer.Option("cpu", help="Where to train the lab if it is not built yet."),
@@ -125,7 +126,8 @@ def lab_reasons(
     from kdlens.lab import vision
     from kdlens.tasks.shapes import make_split, other_cues, with_cues
 
-    lab = vision.build(root, device=device, baseline_teacher=True)
+    recipe = _load(config, vision.VisionLabConfig) if config else None
+    lab = vision.build(root, recipe, device=device, baseline_teacher=True)
     test = make_split(lab.config.shapes, "test", n)
     edited_to = other_cues(test, seed=1)
     data = AuditData(test.images, test.labels, test.masks, test.difficulty, with_cues(test, edited_to).images,
