@@ -86,7 +86,7 @@ def _maps(model: nn.Module, layer: str, inputs: torch.Tensor, targets: torch.Ten
 
 def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,
                       layers: dict[str, str], baselines: dict[str, nn.Module] | None = None, top_k: float = 0.2,
-                      quantile: float = 0.1, noise: float = 2 / 255, keep_maps: int = 64, seed: int = 0,
+                      quantile: float = 0.1, noise: float = 8 / 255, keep_maps: int = 64, seed: int = 0,
                       batch_size: int = 256) -> dict:
     """Grad-CAM maps of the teacher, each student and each baseline for the teacher's predicted class, compared.
 
