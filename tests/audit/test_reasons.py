@@ -36,6 +36,9 @@ def test_attribution_stage_writes_figures_tables_and_maps(setup, tmp_path):
     entry = figures["models"]["output_kd"]
     assert -1 <= entry["spearman"]["mean"] <= 1 and entry["spearman"]["low"] <= entry["spearman"]["mean"]
     assert sum(entry["verdicts"]["overall"].values()) == pytest.approx(1.0)
+    for model in ("teacher", "output_kd", "untrained_student"):
+        for key in ("stability", "stability_adversarial"):
+            assert -1 <= figures["models"][model][key]["mean"] <= 1, (model, key)
     assert len(entry["verdicts"]["by_difficulty"]) == 4
     rows = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
     assert len(rows) == 96 * (len(students) + len(baselines))

@@ -24,7 +24,7 @@ from kdlens import io
 from kdlens import measures as M
 from kdlens.probes import GradCAM, resolve_targets
 from kdlens.probes.consistency import VERDICTS, baseline_thresholds, compare_maps, verdict_rates, verdicts
-from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, pgd, predictions
+from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, fgsm, pgd, predictions
 from kdlens.stages import Stages
 
 TEACHER = "teacher"
@@ -86,8 +86,8 @@ def _maps(model: nn.Module, layer: str, inputs: torch.Tensor, targets: torch.Ten
 
 def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,
                       layers: dict[str, str], baselines: dict[str, nn.Module] | None = None, top_k: float = 0.2,
-                      quantile: float = 0.1, noise: float = 8 / 255, keep_maps: int = 64, seed: int = 0,
-                      batch_size: int = 256) -> dict:
+                      quantile: float = 0.1, noise: float = 8 / 255, attack_epsilon: float = 4 / 255,
+                      keep_maps: int = 64, seed: int = 0, batch_size: int = 256) -> dict:
     """Grad-CAM maps of the teacher, each student and each baseline for the teacher's predicted class, compared.
 
     Parameters
@@ -102,6 +102,8 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
     quantile : baseline quantile read as the threshold
     noise : half-width of the uniform input noise for the stability test (each model's map on x + U(-noise, noise)
         against its map on x, Spearman), in input units
+    attack_epsilon : L-inf budget of the FGSM step for the adversarial stability test (each model's map on its own
+        FGSM example, pushed away from the target class, against its map on x); inputs stay within the data's range
     keep_maps : how many examples' maps to save for the review page
 
     Returns
@@ -115,7 +117,8 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
         raise ValueError(f"Expected `layers` to name a layer for every model, but got none for {missing}. "
                          f"Give layers={{'teacher': ..., {', '.join(repr(m) + ': ...' for m in missing)}}}.")
     inputs = {"stage": "attribution", "models": _digests(models), "data": _data_digest(data), "layers": layers,
-              "top_k": top_k, "quantile": quantile, "method": "gradcam", "target": "teacher", "noise": noise}
+              "top_k": top_k, "quantile": quantile, "method": "gradcam", "target": "teacher", "noise": noise,
+              "attack_epsilon": attack_epsilon}
     folder = Path(run_dir) / "stages" / "attribution"
 
     def compute() -> dict:
@@ -126,6 +129,10 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
         noisy = data.inputs + noise * (2 * torch.rand(data.inputs.shape, generator=g) - 1)
         stability = {name: M.map_spearman(maps[name], _maps(model, layers[name], noisy, targets, batch_size),
                                           reduction="none") for name, model in models.items()}
+        bounds = (float(data.inputs.min()), float(data.inputs.max()))
+        adversarial = {name: M.map_spearman(maps[name], _maps(model, layers[name], fgsm(
+            model, data.inputs, targets, attack_epsilon, bounds=bounds), targets, batch_size), reduction="none")
+            for name, model in models.items()}
         compared = {name: compare_maps(maps[TEACHER], maps[name], data.masks, top_k)
                     for name in models if name != TEACHER}
         teacher_evidence = compared[next(iter(compared))].get("teacher_evidence")
@@ -142,7 +149,8 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
             entry = {"accuracy": float(correct.double().mean()), "spearman": _mean_ci(values["spearman"]),
                      "spearman_both_correct": _mean_ci(values["spearman"][both]),
                      iou: _mean_ci(values[iou]), f"{iou}_both_correct": _mean_ci(values[iou][both]),
-                     "cosine": _mean_ci(values["cosine"]), "stability": _mean_ci(stability[name])}
+                     "cosine": _mean_ci(values["cosine"]), "stability": _mean_ci(stability[name]),
+                     "stability_adversarial": _mean_ci(adversarial[name])}
             labels = None
             if thresholds:
                 evidence = values.get("student_evidence")
@@ -156,12 +164,14 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
             for i in range(len(data.labels)):
                 row = {"model": name, "index": i, "label": int(data.labels[i]), "target": int(targets[i]),
                        "correct": bool(correct[i]), "teacher_correct": bool(teacher_correct[i]),
-                       "stability": float(stability[name][i]), **{k: float(v[i]) for k, v in values.items()}}
+                       "stability": float(stability[name][i]), "stability_adversarial": float(adversarial[name][i]),
+                       **{k: float(v[i]) for k, v in values.items()}}
                 if labels is not None:
                     row["verdict"] = labels[i]
                 rows.append(row)
         figures["models"][TEACHER] = {"accuracy": float(teacher_correct.double().mean()),
-                                      "stability": _mean_ci(stability[TEACHER])}
+                                      "stability": _mean_ci(stability[TEACHER]),
+                                      "stability_adversarial": _mean_ci(adversarial[TEACHER])}
         if data.masks is not None:
             first = compared[next(iter(compared))]
             figures["models"][TEACHER].update(evidence=_mean_ci(first["teacher_evidence"]),
