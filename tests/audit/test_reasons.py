@@ -82,3 +82,16 @@ def test_a_missing_layer_is_named(setup, tmp_path):
     with pytest.raises(ValueError, match=r"none for \['untrained_student'\]"):
         attribution_stage(tmp_path, lab.teacher(), students, data,
                           {k: v for k, v in layers.items() if k != "untrained_student"}, baselines)
+
+
+def test_data_without_masks_or_counterfactuals_still_gives_comparisons_and_verdicts(setup, tmp_path):
+    lab, data, students, baselines, layers = setup
+    plain = AuditData(data.inputs, data.labels)
+    attribution_stage(tmp_path, lab.teacher(), students, plain, layers, baselines)
+    figures = read_json(tmp_path / "stages" / "attribution" / "figures.json")
+    assert set(figures["thresholds"]) == {"agreement_threshold", "quantile"}
+    entry = figures["models"]["output_kd"]
+    assert "evidence" not in entry and "by_difficulty" not in entry["verdicts"]
+    robustness_stage(tmp_path, lab.teacher(), students, plain, steps=2)
+    robust = read_json(tmp_path / "stages" / "robustness" / "figures.json")["models"]["output_kd"]
+    assert "student_only_flips" not in robust and "agree_on_student_attack" in robust
