@@ -122,7 +122,8 @@ def lab_reasons(
     device: str = typer.Option("cpu", help="Where to train the lab if it is not built yet."),
 ) -> None:
     """Does each student look where the teacher looks? Attribution and robustness stages on the vision lab."""
-    from kdlens.audit.reasons import AuditData, attribution_stage, robustness_stage
+    from kdlens.audit.common import AuditData
+    from kdlens.audit.reasons import attribution_stage, robustness_stage
     from kdlens.lab import vision
     from kdlens.tasks.shapes import make_split, other_cues, with_cues
 

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from kdlens.audit.reasons import AuditData, attribution_stage, robustness_stage
+from kdlens.audit.common import AuditData
+from kdlens.audit.reasons import attribution_stage, robustness_stage
 from kdlens.io import read_json
 from kdlens.lab import vision
 from kdlens.probes.consistency import VERDICTS

@@ -19,6 +19,7 @@ existing layers) before any long work.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,12 +28,13 @@ from torch import nn
 
 from kdlens import io
 from kdlens import measures as M
-from kdlens.audit.reasons import TEACHER, AuditData, _data_digest, _digests, _write
+from kdlens.audit.common import TEACHER, AuditData, data_digest, digests, write_stage
 from kdlens.stages import Stages
 from kdlens.subjects import Classifier
 
 TEMPERATURE_NOTE = ("The temperature is fitted on the same split's logits and labels it is evaluated on, so "
                     "ece_temperature_scaled is optimistic: a lower bound on what a held-out fit would give.")
+TEMPERATURE_BOUNDS = (0.01, 100.0)  # a fit that lands on a bound (near-chance model) sets temperature_at_bound
 POOL_NOTE = ("Conv maps (n, C, H, W) are global-average-pooled over H, W to (n, C); token sequences (n, T, d) are "
              "averaged over T; (n, d) features are used as they are.")
 
@@ -76,13 +78,15 @@ def _none_for_nan(values: torch.Tensor) -> list:
 def _calibration(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict:
     """Accuracy and calibration of one model on one split; the reliability curve as JSON-ready lists."""
     probs = logits.double().softmax(-1)  # (n, C); float64 so NLL does not meet float32 underflow
-    temperature = M.fit_temperature(logits, labels)
+    with warnings.catch_warnings():  # an optimum outside the bounds is recorded below, not warned per model
+        warnings.simplefilter("ignore", UserWarning)
+        temperature = M.fit_temperature(logits, labels, bounds=TEMPERATURE_BOUNDS)
     curve = M.reliability_curve(probs, labels, n_bins=n_bins)
     return {"accuracy": float((logits.argmax(-1) == labels).double().mean()),
             "ece": M.expected_calibration_error(probs, labels, n_bins=n_bins, norm="l1"),
             "mce": M.expected_calibration_error(probs, labels, n_bins=n_bins, norm="max"),
             "brier": M.brier_score(probs, labels), "nll": M.negative_log_likelihood(probs, labels),
-            "temperature": temperature,
+            "temperature": temperature, "temperature_at_bound": temperature in TEMPERATURE_BOUNDS,
             "ece_temperature_scaled": M.expected_calibration_error((logits.double() / temperature).softmax(-1),
                                                                    labels, n_bins=n_bins, norm="l1"),
             "reliability": {"confidence": _none_for_nan(curve.confidence), "accuracy": _none_for_nan(curve.accuracy),
@@ -105,7 +109,8 @@ def outputs_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, n
     -----
     ECE is top-label, l1, equal-width bins; MCE the largest per-bin gap over non-empty bins. KL is
     KL(p_teacher || p_student) and JS the Jensen-Shannon divergence, both in nats at temperature 1. The temperature
-    is fitted on the same split it is evaluated on, so ``ece_temperature_scaled`` is optimistic.
+    is fitted on the same split it is evaluated on, so ``ece_temperature_scaled`` is optimistic; a fit that lands on
+    a bound of ``TEMPERATURE_BOUNDS`` (a near-chance model) is returned with ``temperature_at_bound`` true.
 
     Returns
     -------
@@ -127,8 +132,8 @@ def outputs_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, n
     for split, data in splits.items():
         _check_data(data, f"splits[{split!r}]")
     models = _check_models(teacher, students, next(iter(splits.values())).inputs)
-    inputs = {"stage": "outputs", "models": _digests(models), "n_bins": n_bins,
-              "data": {split: _data_digest(data) for split, data in splits.items()}}
+    inputs = {"stage": "outputs", "models": digests(models), "n_bins": n_bins,
+              "data": {split: data_digest(data) for split, data in splits.items()}}
     folder = Path(run_dir) / "stages" / "outputs"
 
     def compute() -> dict:
@@ -161,7 +166,7 @@ def outputs_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, n
                         row.update(agree=bool(agree[i]), kl=float(per_kl[i]))
                     rows.append(row)
             figures["splits"][split] = {"n": len(labels), "models": entries}
-        _write(folder, figures, rows)
+        write_stage(folder, figures, rows)
         keys = ("accuracy", "agreement", "kl", "ece")
         return {name: {split: {k: figures["splits"][split]["models"][name][k] for k in keys
                                if k in figures["splits"][split]["models"][name]} for split in splits}
@@ -235,7 +240,7 @@ def representations_stage(run_dir: str | Path, teacher: nn.Module, students: dic
         for layer in student_layers[name]:
             Classifier(students[name], name).resolve(layer)
     layers = {TEACHER: list(teacher_layers), **{name: list(student_layers[name]) for name in students}}
-    inputs = {"stage": "representations", "models": _digests(models), "data": _data_digest(data), "layers": layers,
+    inputs = {"stage": "representations", "models": digests(models), "data": data_digest(data), "layers": layers,
               "kernel": "linear", "debiased": False, "pool": "global_average"}
     folder = Path(run_dir) / "stages" / "representations"
 

@@ -12,70 +12,17 @@ inputs loads instead of recomputing.
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kdlens import io
 from kdlens import measures as M
+from kdlens.audit.common import TEACHER, AuditData, data_digest, digests, mean_ci, write_stage
 from kdlens.probes import GradCAM, resolve_targets
 from kdlens.probes.consistency import VERDICTS, baseline_thresholds, compare_maps, verdict_rates, verdicts
 from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, fgsm, pgd, predictions
 from kdlens.stages import Stages
-
-TEACHER = "teacher"
-
-
-@dataclass
-class AuditData:
-    """What the reasons stages run on: inputs (n, ...) and labels (n,), plus what the task knows, when it knows it.
-
-    ``masks`` (n, H, W) bool evidence; ``difficulty`` (n,) for breakdowns; ``counterfactuals`` (n, ...) the same
-    inputs with only the spurious cue edited, and ``counterfactual_targets`` (n,) the class the edited cue names.
-    """
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    masks: torch.Tensor | None = None
-    difficulty: torch.Tensor | None = None
-    counterfactuals: torch.Tensor | None = None
-    counterfactual_targets: torch.Tensor | None = None
-    name: str = "data"
-
-
-def _digests(models: dict[str, nn.Module]) -> dict[str, str]:
-    return {name: io.tensors_digest(model.state_dict()) for name, model in models.items()}
-
-
-def _data_digest(data: AuditData) -> str:
-    return io.tensors_digest([t for t in (data.inputs, data.labels, data.masks, data.difficulty, data.counterfactuals,
-                                          data.counterfactual_targets) if t is not None])
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
-def _mean_ci(values: torch.Tensor, seed: int = 0) -> dict:
-    """Mean with a 95% percentile-bootstrap interval, NaNs dropped; None where nothing is defined."""
-    values = values.double()
-    if bool(torch.isnan(values).all()):
-        return {"mean": None, "low": None, "high": None, "n": 0}
-    interval = M.bootstrap_mean_interval(values, n_resamples=1000, seed=seed)
-    return {"mean": interval.estimate, "low": interval.low, "high": interval.high,
-            "n": int((~torch.isnan(values)).sum())}
-
-
-def _write(folder: Path, figures: dict, rows: list[dict], arrays: dict[str, torch.Tensor] | None = None) -> None:
-    if arrays:
-        io.save_tensors(folder / "maps.safetensors", arrays)
-    lines = (json.dumps({k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}) for row in rows)
-    io.atomic_write_text(folder / "examples.jsonl", "\n".join(lines) + "\n")
-    io.atomic_write_json(folder / "figures.json", figures)
 
 
 def _maps(model: nn.Module, layer: str, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -116,7 +63,7 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
     if missing:
         raise ValueError(f"Expected `layers` to name a layer for every model, but got none for {missing}. "
                          f"Give layers={{'teacher': ..., {', '.join(repr(m) + ': ...' for m in missing)}}}.")
-    inputs = {"stage": "attribution", "models": _digests(models), "data": _data_digest(data), "layers": layers,
+    inputs = {"stage": "attribution", "models": digests(models), "data": data_digest(data), "layers": layers,
               "top_k": top_k, "quantile": quantile, "method": "gradcam", "target": "teacher", "noise": noise,
               "attack_epsilon": attack_epsilon}
     folder = Path(run_dir) / "stages" / "attribution"
@@ -146,11 +93,11 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
         for name, values in compared.items():
             correct = logits[name].argmax(-1) == data.labels
             both = correct & teacher_correct
-            entry = {"accuracy": float(correct.double().mean()), "spearman": _mean_ci(values["spearman"]),
-                     "spearman_both_correct": _mean_ci(values["spearman"][both]),
-                     iou: _mean_ci(values[iou]), f"{iou}_both_correct": _mean_ci(values[iou][both]),
-                     "cosine": _mean_ci(values["cosine"]), "stability": _mean_ci(stability[name]),
-                     "stability_adversarial": _mean_ci(adversarial[name])}
+            entry = {"accuracy": float(correct.double().mean()), "spearman": mean_ci(values["spearman"]),
+                     "spearman_both_correct": mean_ci(values["spearman"][both]),
+                     iou: mean_ci(values[iou]), f"{iou}_both_correct": mean_ci(values[iou][both]),
+                     "cosine": mean_ci(values["cosine"]), "stability": mean_ci(stability[name]),
+                     "stability_adversarial": mean_ci(adversarial[name])}
             labels = None
             if thresholds:
                 evidence = values.get("student_evidence")
@@ -158,8 +105,8 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                                   thresholds.get("evidence_threshold") if evidence is not None else None)
                 entry["verdicts"] = verdict_rates(labels, data.difficulty)
             if data.masks is not None:
-                entry["evidence"] = _mean_ci(values["student_evidence"])
-                entry["pointing"] = _mean_ci(values["student_pointing"])
+                entry["evidence"] = mean_ci(values["student_evidence"])
+                entry["pointing"] = mean_ci(values["student_pointing"])
             figures["models"][name] = entry
             for i in range(len(data.labels)):
                 row = {"model": name, "index": i, "label": int(data.labels[i]), "target": int(targets[i]),
@@ -170,14 +117,14 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                     row["verdict"] = labels[i]
                 rows.append(row)
         figures["models"][TEACHER] = {"accuracy": float(teacher_correct.double().mean()),
-                                      "stability": _mean_ci(stability[TEACHER]),
-                                      "stability_adversarial": _mean_ci(adversarial[TEACHER])}
+                                      "stability": mean_ci(stability[TEACHER]),
+                                      "stability_adversarial": mean_ci(adversarial[TEACHER])}
         if data.masks is not None:
             first = compared[next(iter(compared))]
-            figures["models"][TEACHER].update(evidence=_mean_ci(first["teacher_evidence"]),
-                                              pointing=_mean_ci(first["teacher_pointing"]))
+            figures["models"][TEACHER].update(evidence=mean_ci(first["teacher_evidence"]),
+                                              pointing=mean_ci(first["teacher_pointing"]))
         keep = slice(0, min(keep_maps, len(data.labels)))
-        _write(folder, figures, rows, {f"maps.{name}": m[keep] for name, m in maps.items()})
+        write_stage(folder, figures, rows, {f"maps.{name}": m[keep] for name, m in maps.items()})
         return {name: {"spearman": entry["spearman"]["mean"],
                        **({"right_for_wrong_reasons": entry["verdicts"]["overall"][VERDICTS[1]]}
                           if "verdicts" in entry else {})}
@@ -206,8 +153,8 @@ def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str
     changes, and how often it follows the edited cue.
     """
     models = {TEACHER: teacher, **students}
-    inputs = {"stage": "robustness", "epsilon": epsilon, "steps": steps, "seed": seed, "models": _digests(models),
-              "data": _data_digest(data)}
+    inputs = {"stage": "robustness", "epsilon": epsilon, "steps": steps, "seed": seed, "models": digests(models),
+              "data": data_digest(data)}
     folder = Path(run_dir) / "stages" / "robustness"
 
     def compute() -> dict:
@@ -222,10 +169,10 @@ def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str
             if data.counterfactuals is not None:
                 values.update(counterfactual_flips(teacher, student, data.inputs, data.counterfactuals,
                                                    data.counterfactual_targets))
-            figures["models"][name] = {key: _mean_ci(value) for key, value in values.items()}
+            figures["models"][name] = {key: mean_ci(value) for key, value in values.items()}
             rows += [{"model": name, "index": i, **{k: float(v[i]) for k, v in values.items()}}
                      for i in range(len(data.labels))]
-        _write(folder, figures, rows)
+        write_stage(folder, figures, rows)
         return {name: {"robust_accuracy": entry["student_correct"]["mean"],
                        "agree_on_student_attack": entry["agree_on_student_attack"]["mean"],
                        **({"cue_flips": entry["student_only_flips"]["mean"]} if "student_only_flips" in entry else {})}

@@ -1,0 +1,65 @@
+"""What every audit stage shares: the data it runs on, how it names its inputs for the cache, how it writes its
+files, and how it summarises per-example values."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdlens import io
+from kdlens import measures as M
+
+TEACHER = "teacher"
+
+
+@dataclass
+class AuditData:
+    """What an audit stage runs on: inputs (n, ...) and labels (n,), plus what the task knows, when it knows it.
+
+    ``masks`` (n, H, W) bool evidence; ``difficulty`` (n,) for breakdowns; ``counterfactuals`` (n, ...) the same
+    inputs with only the spurious cue edited, and ``counterfactual_targets`` (n,) the class the edited cue names.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor | None = None
+    difficulty: torch.Tensor | None = None
+    counterfactuals: torch.Tensor | None = None
+    counterfactual_targets: torch.Tensor | None = None
+    name: str = "data"
+
+
+def digests(models: dict[str, nn.Module]) -> dict[str, str]:
+    return {name: io.tensors_digest(model.state_dict()) for name, model in models.items()}
+
+
+def data_digest(data: AuditData) -> str:
+    return io.tensors_digest([t for t in (data.inputs, data.labels, data.masks, data.difficulty, data.counterfactuals,
+                                          data.counterfactual_targets) if t is not None])
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def mean_ci(values: torch.Tensor, seed: int = 0) -> dict:
+    """Mean with a 95% percentile-bootstrap interval, NaNs dropped; None where nothing is defined."""
+    values = values.double()
+    if bool(torch.isnan(values).all()):
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    interval = M.bootstrap_mean_interval(values, n_resamples=1000, seed=seed)
+    return {"mean": interval.estimate, "low": interval.low, "high": interval.high,
+            "n": int((~torch.isnan(values)).sum())}
+
+
+def write_stage(folder: Path, figures: dict, rows: list[dict], arrays: dict[str, torch.Tensor] | None = None) -> None:
+    if arrays:
+        io.save_tensors(folder / "maps.safetensors", arrays)
+    lines = (json.dumps({k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}) for row in rows)
+    io.atomic_write_text(folder / "examples.jsonl", "\n".join(lines) + "\n")
+    io.atomic_write_json(folder / "figures.json", figures)
