@@ -84,3 +84,29 @@ def test_data_sections_are_validated():
         validate({**base, "data": {"task": "tensors", "train": "t.safetensors"}, "teacher": {"lab": "vision"}},
                  DistillRunConfig)
     assert validate(base, DistillRunConfig).data.task == "shapes"
+
+
+def test_a_teacher_from_a_factory_and_a_safetensors_file(tmp_path):
+    import pytest
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    teacher = SmallCNN(n_classes=3, widths=[4, 8, 8])
+    save_file(teacher.state_dict(), str(tmp_path / "teacher.safetensors"))
+    sections = config(tmp_path, "factory").model_dump(mode="json")
+    sections["teacher"] = {"architecture": "kdlens.lab.cnn:SmallCNN", "kwargs": {"n_classes": 3, "widths": [4, 8, 8]},
+                           "weights": str(tmp_path / "teacher.safetensors")}
+    parsed = validate(sections, DistillRunConfig)
+    loaded = parsed.teacher.build()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), teacher.state_dict().values(),
+                                                 strict=True))
+    assert "test/agreement" in run(parsed).final
+
+    sections["teacher"]["kwargs"]["widths"] = [4, 8, 16]
+    with pytest.raises(ValueError, match=r"block3.0.weight of shape \(8, 8, 3, 3\) where the model has"):
+        validate(sections, DistillRunConfig).teacher.build()
+    sections["teacher"]["weights"] = str(tmp_path / "nope.safetensors")
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        validate(sections, DistillRunConfig).teacher.build()
+    with pytest.raises(ValueError, match="weights go with architecture"):
+        validate({**sections, "teacher": {"checkpoint": "x", "weights": "y"}}, DistillRunConfig)

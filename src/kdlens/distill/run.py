@@ -18,7 +18,7 @@ from kdlens.config import StrictModel, dump_yaml, validate
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
 from kdlens.measures._checks import fail
-from kdlens.subjects import build_architecture, load_classifier
+from kdlens.subjects import build_architecture, load_classifier, load_weights
 from kdlens.tasks.shapes import ShapesConfig, ShapesSplit, make_split
 
 
@@ -67,9 +67,12 @@ def _read_pair(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ModelSource(StrictModel):
-    """A model from a checkpoint folder (model.safetensors + config.json), a fresh architecture, or the lab."""
+    """A model from a checkpoint folder (model.safetensors + config.json), an architecture (a class or factory
+    function, ``package.module:name``, with ``kwargs``), fresh or with ``weights`` from a safetensors file, or the
+    lab."""
 
     checkpoint: str | None = None
+    weights: str | None = Field(None, description="a safetensors state dict loaded into `architecture`")
     architecture: str | None = None
     kwargs: dict = Field(default_factory=dict)
     lab: Literal["vision"] | None = None
@@ -81,13 +84,17 @@ class ModelSource(StrictModel):
         given = [k for k in ("checkpoint", "architecture", "lab") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of checkpoint, architecture or lab (got {given or 'none'})")
+        if self.weights is not None and self.architecture is None:
+            raise ValueError("weights go with architecture (package.module:Class or factory, plus kwargs); "
+                             "a checkpoint folder carries its own weights")
         return self
 
     def build(self) -> nn.Module:
         if self.checkpoint is not None:
             return load_classifier(self.checkpoint, trust_remote_code=self.trust_remote_code)
         if self.architecture is not None:
-            return build_architecture(self.architecture, self.kwargs, self.trust_remote_code)
+            model = build_architecture(self.architecture, self.kwargs, self.trust_remote_code)
+            return load_weights(model, self.weights) if self.weights is not None else model
         raise ValueError("a lab model is resolved by the caller (kdlens.lab builds it)")
 
 

@@ -47,6 +47,26 @@ def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_c
     return cls(**kwargs)
 
 
+def load_weights(model: nn.Module, path: str | Path, device: str = "cpu") -> nn.Module:
+    """Load a safetensors state dict into ``model`` strictly: every key present, none unexpected, shapes equal."""
+    path = Path(path)
+    if not path.is_file():
+        C.fail("weights", "a safetensors file", f"{path} (no such file)", error=FileNotFoundError)
+    state = io.load_tensors(path, device=device)
+    expected = model.state_dict()
+    for key, value in state.items():
+        if key in expected and expected[key].shape != value.shape:
+            C.fail(str(path), f"weights for {type(model).__name__}",
+                   f"{key} of shape {tuple(value.shape)} where the model has {tuple(expected[key].shape)}",
+                   "Build the architecture with the arguments it was trained with (kwargs).")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        C.fail(str(path), f"weights for {type(model).__name__}",
+               f"missing {missing[:5]} and unexpected {unexpected[:5]}",
+               "Check that the file was saved from this architecture (model.state_dict()).")
+    return model.to(device)
+
+
 def load_classifier(directory: str | Path, trust_remote_code: bool = False, device: str = "cpu") -> nn.Module:
     """Rebuild and load a classifier saved by :func:`save_classifier` (weights via safetensors, never pickle)."""
     directory = Path(directory)
@@ -56,9 +76,4 @@ def load_classifier(directory: str | Path, trust_remote_code: bool = False, devi
                    error=FileNotFoundError)
     config = io.read_json(directory / CONFIG)
     model = build_architecture(config["architecture"], config.get("kwargs", {}), trust_remote_code)
-    state = io.load_tensors(directory / WEIGHTS, device=device)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        C.fail(str(directory / WEIGHTS), f"weights for {config['architecture']}",
-               f"missing {missing[:5]} and unexpected {unexpected[:5]}")
-    return model.to(device)
+    return load_weights(model, directory / WEIGHTS, device)
