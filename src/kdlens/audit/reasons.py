@@ -23,6 +23,7 @@ from kdlens.probes import GradCAM, resolve_targets
 from kdlens.probes.consistency import VERDICTS, baseline_thresholds, compare_maps, verdict_rates, verdicts
 from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, fgsm, pgd, predictions
 from kdlens.stages import Stages
+from kdlens.subjects import Classifier
 
 
 def _maps(model: nn.Module, layer: str, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -69,7 +70,7 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
     folder = Path(run_dir) / "stages" / "attribution"
 
     def compute() -> dict:
-        logits = {name: _logits(model, data.inputs) for name, model in models.items()}
+        logits = {name: Classifier(model, name).logits(data.inputs) for name, model in models.items()}
         targets = resolve_targets("teacher", teacher_logits=logits[TEACHER])
         maps = {name: _maps(model, layers[name], data.inputs, targets, batch_size) for name, model in models.items()}
         g = torch.Generator().manual_seed(seed)
@@ -131,16 +132,6 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                 for name, entry in figures["models"].items() if name != TEACHER}
 
     return Stages(run_dir).run("attribution", inputs, compute, folder=folder)
-
-
-@torch.no_grad()
-def _logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x) for x in inputs.split(batch_size)]).float()
-    finally:
-        model.train(was_training)
 
 
 def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,

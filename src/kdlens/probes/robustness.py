@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlens.measures import _checks as C
+from kdlens.probes._attribution_common import evaluating
 from kdlens.subjects import Classifier
 
 
@@ -37,8 +38,8 @@ def _check_attack(model, inputs, labels, epsilon) -> tuple[Classifier, torch.Ten
     return subject, x, y
 
 
-def _input_gradient(subject: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the summed cross-entropy with respect to the inputs, and the logits (detached)."""
+def _input_gradient(subject: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy with respect to the inputs."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = subject.forward(x)
@@ -46,13 +47,7 @@ def _input_gradient(subject: Classifier, x: torch.Tensor, y: torch.Tensor) -> tu
             C.fail("labels", f"class indices below {logits.shape[1]} (the model's classes)",
                    f"a maximum of {int(y.max())}")
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
-    return grad, logits.detach()
-
-
-def _in_eval_mode(subject: Classifier):
-    was_training = subject.model.training
-    subject.model.eval()
-    return was_training
+    return grad
 
 
 def fgsm(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float,
@@ -73,15 +68,12 @@ def fgsm(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tens
     (n, ...) adversarial inputs, on the CPU, with ``|x_adv - x| <= epsilon`` everywhere.
     """
     subject, x, y = _check_attack(model, inputs, labels, epsilon)
-    was_training = _in_eval_mode(subject)
-    try:
-        out = []
+    out = []
+    with evaluating(subject.model):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
             xb, yb = xb.to(subject.device), yb.to(subject.device)
-            grad, _ = _input_gradient(subject, xb, yb)
+            grad = _input_gradient(subject, xb, yb)
             out.append((xb + epsilon * grad.sign()).clamp(*bounds).detach().cpu())
-    finally:
-        subject.model.train(was_training)
     return torch.cat(out)
 
 
@@ -110,20 +102,18 @@ def pgd(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tenso
         C.fail("steps", "a positive integer", repr(steps), "10 steps is the usual PGD budget for evaluation.")
     step_size = 2.5 * epsilon / steps if step_size is None else C.check_positive(step_size, "step_size")
     generator = torch.Generator().manual_seed(seed)
-    was_training = _in_eval_mode(subject)
-    try:
-        out = []
+    out = []
+    with evaluating(subject.model):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-            start = (torch.rand(xb.shape, generator=generator) * 2 - 1) * epsilon if random_start else 0.0
+            start = (torch.rand(xb.shape, generator=generator) * 2 - 1) * epsilon if random_start \
+                else torch.zeros(xb.shape)
             xb, yb = xb.to(subject.device), yb.to(subject.device)
-            adv = (xb + (start.to(xb.device) if random_start else 0.0)).clamp(*bounds)
+            adv = (xb + start.to(xb.device, xb.dtype)).clamp(*bounds)
             for _ in range(steps):
-                grad, _ = _input_gradient(subject, adv, yb)
+                grad = _input_gradient(subject, adv, yb)
                 adv = adv + step_size * grad.sign()
                 adv = torch.minimum(torch.maximum(adv, xb - epsilon), xb + epsilon).clamp(*bounds)
             out.append(adv.detach().cpu())
-    finally:
-        subject.model.train(was_training)
     return torch.cat(out)
 
 
