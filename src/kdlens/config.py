@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def did_you_mean(value: Any, choices) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices``, or an empty string when none is close."""
+    close = difflib.get_close_matches(str(value), sorted(choices), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 class StrictModel(BaseModel):
     """Base for every config: unknown keys are errors with a suggestion, values are immutable."""
 
@@ -28,9 +34,7 @@ class StrictModel(BaseModel):
             known = set(cls.model_fields)
             for key in data:
                 if key not in known:
-                    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
-                    hint = f" Did you mean {close[0]!r}?" if close else ""
-                    raise ValueError(f"unknown key {key!r} in {cls.__name__}.{hint} Valid keys: "
+                    raise ValueError(f"unknown key {key!r} in {cls.__name__}.{did_you_mean(key, known)} Valid keys: "
                                      f"{', '.join(sorted(known))}.")
         return data
 

@@ -15,12 +15,11 @@ each pair with its own weight.
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from kdlens.config import StrictModel
+from kdlens.config import StrictModel, did_you_mean
 
 
 class LayerPair(StrictModel):
@@ -135,9 +134,8 @@ class StrategyConfig(StrictModel):
         for i, term in enumerate(data.get("terms") or [] if isinstance(data, dict) else []):
             loss = term.get("loss") if isinstance(term, dict) else None
             if loss is not None and loss not in LOSSES:
-                close = difflib.get_close_matches(str(loss), LOSSES, n=1, cutoff=0.5)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"terms[{i}]: unknown loss {loss!r}.{hint} Losses: {', '.join(LOSSES)}.")
+                raise ValueError(f"terms[{i}]: unknown loss {loss!r}.{did_you_mean(loss, LOSSES)} "
+                                 f"Losses: {', '.join(LOSSES)}.")
         return data
 
     @property

@@ -13,7 +13,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from pydantic import Field, field_validator
 
 from kdlens import io
-from kdlens.config import StrictModel, dump_yaml, validate
+from kdlens.config import StrictModel, did_you_mean, dump_yaml, validate
 from kdlens.distill.config import StrategyConfig, TrainConfig
 from kdlens.distill.trainer import RUN_SETTINGS, evaluate, train
 from kdlens.lab.cnn import SmallCNN
@@ -93,9 +92,8 @@ class VisionLabConfig(StrictModel):
     def _known_students(cls, names: list[str]) -> list[str]:
         for name in names:
             if name not in STUDENTS:
-                close = difflib.get_close_matches(name, STUDENTS, n=1, cutoff=0.5)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown student {name!r}.{hint} Students: {', '.join(STUDENTS)}.")
+                raise ValueError(f"unknown student {name!r}.{did_you_mean(name, STUDENTS)} "
+                                 f"Students: {', '.join(STUDENTS)}.")
         return names
 
 

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field, model_validator
 from torch.utils.data import Dataset
 
-from kdlens.config import StrictModel
+from kdlens.config import StrictModel, did_you_mean
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar", "semicircle")
 SPLITS = ("train", "transfer", "test", "test_shifted")
@@ -250,12 +250,8 @@ def make_split(config: ShapesConfig | None = None, split: str = "train", n: int 
     """
     config = config or ShapesConfig()
     if split not in SPLITS:
-        import difflib
-
-        close = difflib.get_close_matches(str(split), SPLITS, n=1)
-        hint = f"Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Expected `split` to be one of {', '.join(map(repr, SPLITS))}, but got {split!r}. {hint}"
-                         .rstrip())
+        raise ValueError(f"Expected `split` to be one of {', '.join(map(repr, SPLITS))}, but got {split!r}."
+                         f"{did_you_mean(split, SPLITS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"Expected `n` to be a positive integer, but got {n!r}.")
     # whole chunks, the last one cut: a split's first k examples are the same whatever n is
