@@ -83,7 +83,8 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
             for name, model in models.items()}
         compared = {name: compare_maps(maps[TEACHER], maps[name], data.masks, top_k)
                     for name in models if name != TEACHER}
-        teacher_evidence = compared[next(iter(compared))].get("teacher_evidence")
+        teacher_side = compared[next(iter(compared))]  # every comparison scores the same teacher maps
+        teacher_evidence = teacher_side.get("teacher_evidence")
         thresholds = (baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)
                       if "teacher_reseeded" in compared else {})
         teacher_correct = logits[TEACHER].argmax(-1) == data.labels
@@ -121,9 +122,8 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                                       "stability": mean_ci(stability[TEACHER]),
                                       "stability_adversarial": mean_ci(adversarial[TEACHER])}
         if data.masks is not None:
-            first = compared[next(iter(compared))]
-            figures["models"][TEACHER].update(evidence=mean_ci(first["teacher_evidence"]),
-                                              pointing=mean_ci(first["teacher_pointing"]))
+            figures["models"][TEACHER].update(evidence=mean_ci(teacher_evidence),
+                                              pointing=mean_ci(teacher_side["teacher_pointing"]))
         keep = slice(0, min(keep_maps, len(data.labels)))
         write_stage(folder, figures, rows, {f"maps.{name}": m[keep] for name, m in maps.items()})
         return {name: {"spearman": entry["spearman"]["mean"],
