@@ -47,10 +47,6 @@ class Stages:
     def _save(self) -> None:
         io.atomic_write_json(self.root / MANIFEST, self.manifest)
 
-    def done(self, name: str, inputs: Any) -> bool:
-        record = self.manifest["stages"].get(name, {})
-        return record.get("inputs") == io.stable_hash(inputs) and record.get("done", False)
-
     def run(self, name: str, inputs: Any, compute: Callable[[], dict], folder: str | Path | None = None) -> dict:
         """The summary of stage ``name``: recorded, or computed now by ``compute()`` and recorded.
 
