@@ -53,10 +53,17 @@ def test_missing_file_is_named(tmp_path):
 def test_every_example_config_validates():
     from pathlib import Path
 
+    from kdlens.audit.config import AuditConfig
     from kdlens.distill.run import DistillRunConfig
 
     examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    kinds = {"distill": DistillRunConfig, "audit": AuditConfig}
     assert examples
     for path in examples:
-        config = load_yaml(path, DistillRunConfig)
-        assert config.strategy_config().terms
+        kind = path.stem.split("_")[0]
+        assert kind in kinds, f"name example configs distill_*.yaml or audit_*.yaml, not {path.name}"
+        config = load_yaml(path, kinds[kind])
+        if kind == "distill":
+            assert config.strategy_config().terms
+        else:
+            assert config.students

@@ -38,3 +38,41 @@ def progress_bar(enabled: bool, description: str, total: int, completed: int = 0
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total, completed=completed, values="")
         yield _Bar(progress, task, console)
+
+
+class _Stages:
+    def __init__(self, progress: Progress | None, tasks: dict) -> None:
+        self.progress, self.tasks = progress, tasks
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict]:
+        """Show ``name`` as running for the block; the block may set ``status["text"]`` (e.g. "cached")."""
+        status: dict = {"text": ""}
+        if self.progress is None:
+            yield status
+            return
+        task = self.tasks[name]
+        self.progress.start_task(task)
+        self.progress.update(task, status="running")
+        try:
+            yield status
+        except BaseException:
+            self.progress.update(task, status="[red]failed[/red]")
+            raise
+        self.progress.update(task, completed=1, status=status["text"] or "done")
+        self.progress.stop_task(task)
+
+
+@contextmanager
+def stage_display(enabled: bool, names: list[str]) -> Iterator[_Stages]:
+    """One line per stage (waiting, running with elapsed time, done or cached); a no-op when disabled."""
+    if not enabled:
+        yield _Stages(None, {})
+        return
+    from rich.progress import SpinnerColumn
+
+    columns = [SpinnerColumn(finished_text="[green]✓[/green]"), TextColumn("[bold]{task.description:<16}"),
+               TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        tasks = {name: progress.add_task(name, total=1, start=False, status="waiting") for name in names}
+        yield _Stages(progress, tasks)

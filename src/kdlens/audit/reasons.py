@@ -4,7 +4,8 @@ Each stage writes, under ``<run_dir>/stages/<stage>/``:
 
 - ``figures.json``: per model, the means (with 95% bootstrap intervals) the report plots, and the thresholds used;
 - ``examples.jsonl``: one row per (model, example) with every per-example value, for tables and drill-down;
-- ``maps.safetensors`` (attribution): the first ``keep_maps`` examples' maps per model, for the review page.
+- ``maps.safetensors`` (attribution): the maps of the first ``keep_maps`` examples (all by default) per model, for
+  the report's galleries and the review page.
 
 and records itself in ``<run_dir>/manifest.json`` (:class:`kdlens.stages.Stages`), so a second call with the same
 inputs loads instead of recomputing.
@@ -12,6 +13,7 @@ inputs loads instead of recomputing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,7 +37,8 @@ def _maps(model: nn.Module, layer: str, inputs: torch.Tensor, targets: torch.Ten
 def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,
                       layers: dict[str, str], baselines: dict[str, nn.Module] | None = None, top_k: float = 0.2,
                       quantile: float = 0.1, noise: float = 8 / 255, attack_epsilon: float = 4 / 255,
-                      keep_maps: int = 64, seed: int = 0, batch_size: int = 256) -> dict:
+                      keep_maps: int | None = None, seed: int = 0, batch_size: int = 256,
+                      thresholds: dict[str, float] | None = None) -> dict:
     """Grad-CAM maps of the teacher, each student and each baseline for the teacher's predicted class, compared.
 
     Parameters
@@ -52,7 +55,9 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
         against its map on x, Spearman), in input units
     attack_epsilon : L-inf budget of the FGSM step for the adversarial stability test (each model's map on its own
         FGSM example, pushed away from the target class, against its map on x); inputs stay within the data's range
-    keep_maps : how many examples' maps to save for the review page
+    thresholds : ``{"agreement_threshold": ..., "evidence_threshold": ...}`` to use when there is no
+        ``teacher_reseeded`` baseline to derive them from (without either, no verdicts)
+    keep_maps : how many examples' maps to save (None: all; an 8 x 8 map is 256 bytes per model and example)
 
     Returns
     -------
@@ -66,7 +71,7 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                          f"Give layers={{'teacher': ..., {', '.join(repr(m) + ': ...' for m in missing)}}}.")
     inputs = {"stage": "attribution", "models": digests(models), "data": data_digest(data), "layers": layers,
               "top_k": top_k, "quantile": quantile, "method": "gradcam", "target": "teacher", "noise": noise,
-              "attack_epsilon": attack_epsilon}
+              "attack_epsilon": attack_epsilon, "thresholds": thresholds}
     folder = Path(run_dir) / "stages" / "attribution"
 
     def compute() -> dict:
@@ -85,10 +90,10 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                     for name in models if name != TEACHER}
         teacher_side = compared[next(iter(compared))]  # every comparison scores the same teacher maps
         teacher_evidence = teacher_side.get("teacher_evidence")
-        thresholds = (baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)
-                      if "teacher_reseeded" in compared else {})
+        chosen = (baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)
+                  if "teacher_reseeded" in compared else dict(thresholds or {}))
         teacher_correct = logits[TEACHER].argmax(-1) == data.labels
-        figures: dict = {"thresholds": thresholds, "target": "teacher", "method": "gradcam", "layers": layers,
+        figures: dict = {"thresholds": chosen, "target": "teacher", "method": "gradcam", "layers": layers,
                          "top_k": top_k, "n": len(data.labels), "models": {}}
         rows = []
         iou = f"iou_top{round(top_k * 100)}"
@@ -101,10 +106,10 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
                      "cosine": mean_ci(values["cosine"]), "stability": mean_ci(stability[name]),
                      "stability_adversarial": mean_ci(adversarial[name])}
             labels = None
-            if thresholds:
-                evidence = values.get("student_evidence")
-                labels = verdicts(correct, values["spearman"], thresholds["agreement_threshold"], evidence,
-                                  thresholds.get("evidence_threshold") if evidence is not None else None)
+            if chosen:
+                evidence = values.get("student_evidence") if "evidence_threshold" in chosen else None
+                labels = verdicts(correct, values["spearman"], chosen["agreement_threshold"], evidence,
+                                  chosen.get("evidence_threshold"))
                 entry["verdicts"] = verdict_rates(labels, data.difficulty)
             if data.masks is not None:
                 entry["evidence"] = mean_ci(values["student_evidence"])
@@ -124,7 +129,7 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
         if data.masks is not None:
             figures["models"][TEACHER].update(evidence=mean_ci(teacher_evidence),
                                               pointing=mean_ci(teacher_side["teacher_pointing"]))
-        keep = slice(0, min(keep_maps, len(data.labels)))
+        keep = slice(0, len(data.labels) if keep_maps is None else min(keep_maps, len(data.labels)))
         write_stage(folder, figures, rows, {f"maps.{name}": m[keep] for name, m in maps.items()})
         return {name: {"spearman": entry["spearman"]["mean"],
                        **({"right_for_wrong_reasons": entry["verdicts"]["overall"][VERDICTS[1]]}
@@ -135,17 +140,19 @@ def attribution_stage(run_dir: str | Path, teacher: nn.Module, students: dict[st
 
 
 def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str, nn.Module], data: AuditData,
-                     epsilon: float = 4 / 255, steps: int = 10, seed: int = 0) -> dict:
+                     epsilon: float = 4 / 255, steps: int = 10, seed: int = 0, epsilons: Sequence[float] = ()) -> dict:
     """PGD (L-inf ``epsilon``, ``steps`` steps) against the teacher and against each student, and, when ``data``
     has counterfactuals, the cue-flip test.
 
     Per student: accuracy under its own attack, teacher-student agreement on inputs crafted against the student and
     against the teacher, and (counterfactuals) how often the student alone changes its answer when only the cue
-    changes, and how often it follows the edited cue.
+    changes, and how often it follows the edited cue. ``epsilons`` adds a curve: at each budget, every model's
+    accuracy under its own attack and each student's agreement with the teacher on it (``figures["curve"]``).
     """
     models = {TEACHER: teacher, **students}
+    epsilons = sorted({float(e) for e in epsilons})
     inputs = {"stage": "robustness", "epsilon": epsilon, "steps": steps, "seed": seed, "models": digests(models),
-              "data": data_digest(data)}
+              "data": data_digest(data), "epsilons": epsilons}
     folder = Path(run_dir) / "stages" / "robustness"
 
     def compute() -> dict:
@@ -163,6 +170,8 @@ def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str
             figures["models"][name] = {key: mean_ci(value) for key, value in values.items()}
             rows += [{"model": name, "index": i, **{k: float(v[i]) for k, v in values.items()}}
                      for i in range(len(data.labels))]
+        if epsilons:
+            figures["curve"] = _curve(teacher, students, data, epsilons, epsilon, steps, seed, figures, on_teacher)
         write_stage(folder, figures, rows)
         return {name: {"robust_accuracy": entry["student_correct"]["mean"],
                        "agree_on_student_attack": entry["agree_on_student_attack"]["mean"],
@@ -170,3 +179,28 @@ def robustness_stage(run_dir: str | Path, teacher: nn.Module, students: dict[str
                 for name, entry in figures["models"].items()}
 
     return Stages(run_dir).run("robustness", inputs, compute, folder=folder)
+
+
+def _curve(teacher: nn.Module, students: dict[str, nn.Module], data: AuditData, epsilons: list[float],
+           epsilon: float, steps: int, seed: int, figures: dict, on_teacher: torch.Tensor) -> dict:
+    """Accuracy under attack vs budget for every model, agreement under the student's attack for each student;
+    the headline ``epsilon``'s values are reused, not recomputed."""
+    curve: dict = {"epsilons": epsilons, "accuracy": {}, "agreement": {}}
+    attacked = {epsilon: on_teacher}
+    curve["accuracy"][TEACHER] = [float((predictions(teacher, attacked[e] if e in attacked else pgd(
+        teacher, data.inputs, data.labels, e, steps=steps, seed=seed)) == data.labels).double().mean())
+        for e in epsilons]
+    for name, student in students.items():
+        accuracy, agreement = [], []
+        for e in epsilons:
+            if e == epsilon:
+                entry = figures["models"][name]
+                accuracy.append(entry["student_correct"]["mean"])
+                agreement.append(entry["agree_on_student_attack"]["mean"])
+                continue
+            adv = pgd(student, data.inputs, data.labels, e, steps=steps, seed=seed)
+            own = predictions(student, adv)
+            accuracy.append(float((own == data.labels).double().mean()))
+            agreement.append(float((own == predictions(teacher, adv)).double().mean()))
+        curve["accuracy"][name], curve["agreement"][name] = accuracy, agreement
+    return curve

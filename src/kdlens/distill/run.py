@@ -77,6 +77,9 @@ class ModelSource(StrictModel):
     kwargs: dict = Field(default_factory=dict)
     lab: Literal["vision"] | None = None
     lab_root: str = Field("runs/lab", description="where the lab keeps its models (with lab: vision)")
+    lab_model: str = Field("teacher", description="with lab: teacher, teacher_reseeded, untrained_student or a "
+                           "student's name")
+    lab_recipe: str = Field("default", description="with lab: default, quick, demo, or a VisionLabConfig YAML file")
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
@@ -84,6 +87,8 @@ class ModelSource(StrictModel):
         given = [k for k in ("checkpoint", "architecture", "lab") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of checkpoint, architecture or lab (got {given or 'none'})")
+        if self.lab is None and (self.lab_model, self.lab_recipe) != ("teacher", "default"):
+            raise ValueError("lab_model and lab_recipe go with lab: vision")
         if self.weights is not None and self.architecture is None:
             raise ValueError("weights go with architecture (package.module:Class or factory, plus kwargs); "
                              "a checkpoint folder carries its own weights")

@@ -210,3 +210,61 @@ def quick_config(seed: int = 0) -> VisionLabConfig:
     teacher still learns the shapes (for a first look; the figures in the docs come from the full lab)."""
     return VisionLabConfig(n_train=6_000, n_transfer=3_000, n_eval=1_000, seed=seed,
                            student_train=TrainConfig(epochs=4, batch_size=128, lr=3e-3))
+
+
+RECIPES = {"default": VisionLabConfig, "quick": quick_config}
+BASELINES = ("teacher", "teacher_reseeded", "untrained_student")
+
+
+def recipe(name: str) -> VisionLabConfig:
+    """A lab recipe by name (``default``, ``quick``) or from a VisionLabConfig YAML file."""
+    if name in RECIPES:
+        return RECIPES[name]()
+    from kdlens.config import load_yaml
+
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"Expected `lab_recipe` to be one of {', '.join(RECIPES)} or a YAML file, but got "
+                                f"{name!r}.{did_you_mean(name, RECIPES)}")
+    return load_yaml(name, VisionLabConfig)
+
+
+def check_lab_model(name: str) -> None:
+    """Raise (before any training) if ``name`` is not a model the lab builds."""
+    known = (*BASELINES, *STUDENTS)
+    if name not in known:
+        raise ValueError(f"Expected `lab_model` to be one of {', '.join(known)}, but got {name!r}."
+                         f"{did_you_mean(name, known)}")
+
+
+def lab_models(wanted: dict[str, tuple[str, str, str]], device: str = "cpu", progress: bool = True) -> dict:
+    """Build (or load) the labs that ``wanted`` needs and return its models.
+
+    Parameters
+    ----------
+    wanted : your name for a model -> (lab root, recipe name or YAML path, lab model name)
+
+    Returns
+    -------
+    dict: your name -> nn.Module (eval-ready, on ``device``); each distinct (root, recipe) lab is built once, with
+    only the students asked for and the re-seeded teacher only when asked for.
+    """
+    for _, _, model in wanted.values():
+        check_lab_model(model)
+    out = {}
+    for root, recipe_name in sorted({(root, r) for root, r, _ in wanted.values()}):
+        names = [m for r0, r1, m in wanted.values() if (r0, r1) == (root, recipe_name)]
+        config = recipe(recipe_name)
+        config = config.model_copy(update={"students": [s for s in STUDENTS if s in names]})
+        lab = build(root, config, progress=progress, device=device, baseline_teacher="teacher_reseeded" in names)
+        for key, (r0, r1, model) in wanted.items():
+            if (r0, r1) != (root, recipe_name):
+                continue
+            if model == "teacher":
+                out[key] = lab.teacher()
+            elif model == "teacher_reseeded":
+                out[key] = lab.baseline_teacher()
+            elif model == "untrained_student":
+                out[key] = lab.untrained_student()
+            else:
+                out[key] = lab.student(model)
+    return {k: v.to(device) for k, v in out.items()}
