@@ -160,18 +160,71 @@ def test_distill_from_the_lab_teacher_builds_only_the_teacher_with_the_data_task
     assert config.students == [] and config.shapes.n_classes == 3 and config.shapes.image_size == 16
 
 
-def test_lab_reasons_writes_both_stages_and_prints_the_table(tmp_path):
+def audit_config(tmp_path) -> Path:
+    """An audit of two untrained tiny CNNs saved as checkpoints, on a safetensors split."""
+    import torch
     import yaml
+    from safetensors.torch import save_file
 
-    recipe = {"shapes": {"image_size": 16, "cue_size": 3}, "n_train": 128, "n_transfer": 128, "n_eval": 100,
-              "teacher_model": {"widths": [4, 8, 8]}, "student_model": {"widths": [2, 4, 4]},
-              "teacher_train": {"epochs": 1, "batch_size": 64}, "student_train": {"epochs": 1, "batch_size": 64},
-              "students": ["output_kd"]}
-    path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    result = runner.invoke(app, ["lab", "reasons", "--config", str(path), "--root", str(tmp_path / "labs"),
-                                 "--run-dir", str(tmp_path / "run"), "--n", "40"])
+    from kdlens.lab.cnn import SmallCNN
+    from kdlens.subjects import save_classifier
+
+    kwargs = {"n_classes": 3, "widths": [2, 4, 4]}
+    for name, seed in (("teacher", 0), ("student", 1)):
+        torch.manual_seed(seed)
+        save_classifier(SmallCNN(**kwargs), tmp_path / name, kwargs)
+    g = torch.Generator().manual_seed(0)
+    save_file({"inputs": torch.rand(24, 3, 16, 16, generator=g), "labels": torch.randint(0, 3, (24,), generator=g)},
+              str(tmp_path / "test.safetensors"))
+    config = {"run_dir": str(tmp_path / "run"), "data": {"task": "tensors", "splits": {"test": str(tmp_path /
+                                                                                                  "test.safetensors")}},
+              "teacher": {"checkpoint": str(tmp_path / "teacher")},
+              "students": {"small": {"checkpoint": str(tmp_path / "student")}},
+              "probes": {"robustness": {"steps": 1, "epsilons": [0.01]}}}
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_audit_writes_results_and_the_report_and_prints_the_scorecard(tmp_path):
+    result = runner.invoke(app, ["audit", str(audit_config(tmp_path)), "--quiet"])
     assert result.exit_code == 0, result.output
-    for stage in ("attribution", "robustness"):
-        assert (tmp_path / "run" / "stages" / stage / "figures.json").is_file()
-    assert "output_kd" in result.output and "teacher_reseeded" in result.output and "cue flips" in result.output
+    run = tmp_path / "run"
+    assert (run / "results.json").is_file() and (run / "report.html").is_file() and (run / "summary.md").is_file()
+    assert "scorecard" in result.output and "small" in result.output and "report.html" in result.output
+    (run / "report.html").unlink()
+    again = runner.invoke(app, ["report", str(run)])
+    assert again.exit_code == 0, again.output
+    assert (run / "report.html").is_file()
+
+
+def test_audit_config_errors_exit_2_with_the_suggestion(tmp_path):
+    path = audit_config(tmp_path)
+    path.write_text(path.read_text().replace("students:", "studens:"))
+    result = runner.invoke(app, ["audit", str(path)])
+    assert result.exit_code == 2
+    assert "Did you mean 'students'" in result.output and "Traceback" not in result.output
+
+
+def test_audit_errors_found_before_the_work_exit_2(tmp_path):
+    path = audit_config(tmp_path)
+    path.write_text(path.read_text().replace(str(tmp_path / "student"), str(tmp_path / "missing")))
+    result = runner.invoke(app, ["audit", str(path)])
+    assert result.exit_code == 2 and "missing" in result.output
+
+
+def test_report_on_a_folder_without_results_exits_2(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "results.json" in result.output
+
+
+def test_demo_config_audits_four_lab_students_against_both_baselines(tmp_path):
+    from kdlens.audit.config import AuditConfig
+    from kdlens.cli import demo_config
+    from kdlens.config import validate
+    from kdlens.lab.vision import DEMO_STUDENTS, STUDENTS
+
+    config = validate(demo_config(tmp_path), AuditConfig)
+    assert list(config.students) == list(DEMO_STUDENTS) and set(DEMO_STUDENTS) <= set(STUDENTS)
+    assert set(config.baselines) == {"teacher_reseeded", "untrained_student"}
+    assert config.run_dir == str(tmp_path / "demo") and config.teacher.lab_root == str(tmp_path / "lab")

@@ -112,44 +112,95 @@ def lab_vision(
     console.print(table)
 
 
-@lab_app.command("reasons")
-def lab_reasons(
-    run_dir: Path = typer.Option(Path("runs/lab-reasons"), help="Run directory for the stages' outputs."),
-    root: Path = typer.Option(Path("runs/lab"), help="Folder for labs (built first if missing)."),
-    config: Path = typer.Option(None, help="YAML recipe (VisionLabConfig) of the lab, instead of the default one."),
-    n: int = typer.Option(1000, min=10, help="Examples of the test split to probe."),
-    epsilon: float = typer.Option(4 / 255, min=0, help="PGD budget, L-inf, in pixel units of [0, 1] images."),
-    device: str = typer.Option("cpu", help="Where to train the lab if it is not built yet."),
+@app.command()
+def audit(
+    config: Path = typer.Argument(..., help="YAML: run_dir, data, teacher, students, baselines, probes, selection."),
+    report: bool = typer.Option(True, help="Write report.html and summary.md when the audit is done."),
+    quiet: bool = typer.Option(False, help="No progress display."),
 ) -> None:
-    """Does each student look where the teacher looks? Attribution and robustness stages on the vision lab."""
-    from kdlens.audit.common import AuditData
-    from kdlens.audit.reasons import attribution_stage, robustness_stage
-    from kdlens.lab import vision
-    from kdlens.tasks.shapes import make_split, other_cues, with_cues
+    """Audit a teacher against its students as CONFIG describes (run it again to resume; done stages load)."""
+    from kdlens.audit import AuditConfig
+    from kdlens.audit import run as run_audit
 
-    recipe = _load(config, vision.VisionLabConfig) if config else None
-    lab = vision.build(root, recipe, device=device, baseline_teacher=True)
-    test = make_split(lab.config.shapes, "test", n)
-    edited_to = other_cues(test, seed=1)
-    data = AuditData(test.images, test.labels, test.masks, test.difficulty, with_cues(test, edited_to).images,
-                     edited_to, name="test")
-    students = {name: lab.student(name) for name in lab.student_dirs}
-    baselines = {"teacher_reseeded": lab.baseline_teacher(), "untrained_student": lab.untrained_student()}
-    layers = dict.fromkeys(["teacher", *students, *baselines], "block3")
-    with console.status("attribution maps, comparisons, verdicts"):
-        attribution = attribution_stage(run_dir, lab.teacher(), students, data, layers, baselines)
-    with console.status("PGD against every model, counterfactual cues"):
-        robustness = robustness_stage(run_dir, lab.teacher(), students, data, epsilon=epsilon)
-    table = Table(title=escape(f"reasons on {n} test images: {run_dir}/stages"))
-    table.add_column("model", no_wrap=True)
-    for column in ("Spearman vs teacher", "right for wrong reasons", "PGD agreement", "cue flips"):
+    parsed = _load(config, AuditConfig)
+    try:
+        results = run_audit(parsed, progress=not quiet)
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
+        console.print(f"[red]{escape(str(error.args[0]) if error.args else str(error))}[/red]")
+        raise typer.Exit(2) from None
+    _print_scorecard(results)
+    if report:
+        _report(Path(parsed.run_dir))
+
+
+@app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `kdlens audit` (holds results.json)."),
+) -> None:
+    """Re-render report.html and summary.md from RUN_DIR's result files (no model is loaded)."""
+    try:
+        _report(run_dir)
+    except FileNotFoundError as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    root: Path = typer.Option(Path("runs"), help="Where the lab (ROOT/lab) and the audit (ROOT/demo) live."),
+    device: str = typer.Option("cpu", help="Where to train the lab: cpu, cuda, ..."),
+) -> None:
+    """The whole story in one command: build the vision lab (cached), audit it, write the report."""
+    from kdlens.audit import run as run_audit
+    from kdlens.audit.config import AuditConfig
+    from kdlens.config import validate
+
+    config = validate(demo_config(root, device), AuditConfig, source="kdlens demo")
+    results = run_audit(config)
+    _print_scorecard(results)
+    _report(Path(config.run_dir))
+
+
+def demo_config(root: Path, device: str = "cpu") -> dict:
+    """The demo's audit: the vision lab's teacher, four of its students and both baselines, on 1,000 test images
+    (PGD on the first 256)."""
+    from kdlens.lab.vision import DEMO_STUDENTS
+
+    lab = {"lab": "vision", "lab_root": str(root / "lab"), "lab_recipe": "default"}
+    return {"run_dir": str(root / "demo"), "device": device, "data": {"task": "shapes", "n": 1000},
+            "teacher": lab, "students": {name: {**lab, "lab_model": name} for name in DEMO_STUDENTS},
+            "baselines": {name: {**lab, "lab_model": name} for name in ("teacher_reseeded", "untrained_student")},
+            "probes": {"robustness": {"n": 256, "epsilons": [2 / 255, 4 / 255, 8 / 255]}}}
+
+
+def _report(run_dir: Path) -> None:
+    from kdlens.report import render
+
+    with console.status("drawing the report"):
+        path = render(run_dir)
+    console.print(f"report: [bold]{escape(str(path.resolve()))}[/bold]")
+    console.print(f"summary: {escape(str((run_dir / 'summary.md').resolve()))}")
+
+
+def _print_scorecard(results: dict) -> None:
+    card = results["scorecard"]
+    table = Table(title="scorecard")
+    table.add_column("student", no_wrap=True)
+    table.add_column("verdict")
+    for column in ("score", "accuracy", "shifted", "agreement", "ECE", "attr. rho", "wrong reasons", "cue flips"):
         table.add_column(column, justify="right")
-    for name in [*students, *baselines]:
-        a, r = attribution.get(name, {}), robustness.get(name, {})
-        cells = (a.get("spearman"), a.get("right_for_wrong_reasons"), r.get("agree_on_student_attack"),
-                 r.get("cue_flips"))
-        table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in cells))
+    keys = ("score", "accuracy", "accuracy_shifted", "agreement", "ece", "attribution_spearman",
+            "right_for_wrong_reasons", "cue_flip_rate")
+    for name, s in results["students"].items():
+        table.add_row(escape(name), s["verdict"], *("-" if s.get(k) is None else f"{s[k]:.3f}" for k in keys))
     console.print(table)
+    if card["chosen"] is None:
+        console.print("[red]No student passes the selection rule's floors.[/red]")
+    else:
+        note = (f" (accuracy alone would have chosen {escape(card['chosen_by_accuracy'])})"
+                if card["chosen_by_accuracy"] != card["chosen"] else "")
+        console.print(f"chosen: [bold]{escape(card['chosen'])}[/bold]{note}")
+        console.print(escape(results["students"][card["chosen"]]["verdict_text"]))
 
 
 def _load(path: Path, model):

@@ -39,9 +39,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """JSON with sorted keys and a trailing newline; NaN and inf are rejected (they are not JSON)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+    """JSON with a trailing newline, keys sorted unless ``sort_keys=False`` (then in insertion order, e.g. models
+    in the order the config names them); NaN and inf are rejected (they are not JSON)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -1,1 +1,11 @@
-"""The audit: probes run as cached stages in a run directory (:mod:`kdlens.stages`), and what they found."""
+"""Run probes as cached stages of a run directory, gather them into ``results.json``, choose a student.
+
+>>> from kdlens import audit
+>>> results = audit.run("examples/audit_lab.yaml")   # doctest: +SKIP
+"""
+
+from kdlens.audit.config import AuditConfig, SelectionRule
+from kdlens.audit.pipeline import run
+from kdlens.audit.scorecard import scorecard
+
+__all__ = ["AuditConfig", "SelectionRule", "run", "scorecard"]

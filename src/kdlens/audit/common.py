@@ -22,7 +22,8 @@ class AuditData:
     """What an audit stage runs on: inputs (n, ...) and labels (n,), plus what the task knows, when it knows it.
 
     ``masks`` (n, H, W) bool evidence; ``difficulty`` (n,) for breakdowns; ``counterfactuals`` (n, ...) the same
-    inputs with only the spurious cue edited, and ``counterfactual_targets`` (n,) the class the edited cue names.
+    inputs with only the spurious cue edited, and ``counterfactual_targets`` (n,) the class the edited cue names;
+    ``classes`` the class names (index = label), for reports.
     """
 
     inputs: torch.Tensor
@@ -32,6 +33,8 @@ class AuditData:
     counterfactuals: torch.Tensor | None = None
     counterfactual_targets: torch.Tensor | None = None
     name: str = "data"
+    classes: list[str] | None = None
+    classes: list[str] | None = None
 
 
 def digests(models: dict[str, nn.Module]) -> dict[str, str]:
@@ -48,10 +51,12 @@ def _finite(value: float) -> float | None:
 
 
 def mean_ci(values: torch.Tensor, seed: int = 0) -> dict:
-    """Mean with a 95% percentile-bootstrap interval, NaNs dropped; None where nothing is defined."""
+    """Mean with a 95% percentile-bootstrap interval, NaNs dropped; None where nothing is defined (the interval
+    also where fewer than two values are)."""
     values = values.double()
-    if bool(torch.isnan(values).all()):
-        return {"mean": None, "low": None, "high": None, "n": 0}
+    defined = values[~torch.isnan(values)]
+    if len(defined) < 2:  # no interval from fewer than two values; the mean of one is still that value
+        return {"mean": float(defined[0]) if len(defined) else None, "low": None, "high": None, "n": len(defined)}
     interval = M.bootstrap_mean_interval(values, n_resamples=1000, seed=seed)
     return {"mean": interval.estimate, "low": interval.low, "high": interval.high,
             "n": int((~torch.isnan(values)).sum())}

@@ -150,7 +150,8 @@ class RiskThresholds(StrictModel):
     cue_flips: float = Field(0.1, description="share of answers that change when only the cue changes")
     ece_excess: float = Field(0.03, description="student's ECE minus the teacher's")
     disagreement: float = Field(0.05, description="share of examples where student and teacher disagree")
-    adversarial_agreement: float = Field(0.5, description="agreement on attacked inputs below this")
+    adversarial_agreement: float = Field(0.1, description="agreement on inputs attacked against the student below "
+                                         "this (most students fall far below 1 under PGD; this flags the worst)")
 
 
 def _default_weights() -> dict[str, float]:

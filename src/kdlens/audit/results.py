@@ -141,5 +141,5 @@ def build_results(run_dir: str | Path, students: list[str], baselines: list[str]
         "thresholds": (attribution or {}).get("thresholds") or None,
         **(extra or {}),
     }
-    io.atomic_write_json(run_dir / "results.json", results)
+    io.atomic_write_json(run_dir / "results.json", results, sort_keys=False)
     return results

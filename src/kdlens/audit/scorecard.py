@@ -93,6 +93,8 @@ def _lead(student: dict, teacher: dict) -> str:
     accuracy, teacher_accuracy = student.get("accuracy"), teacher.get("accuracy")
     if accuracy is None or teacher_accuracy is None:
         return "its accuracy is unknown"
+    if accuracy - teacher_accuracy > 0.005:
+        return f"beats the teacher's accuracy ({_pct(accuracy)} vs {_pct(teacher_accuracy)})"
     if teacher_accuracy - accuracy <= 0.01:
         return f"matches the teacher's accuracy ({_pct(accuracy)} vs {_pct(teacher_accuracy)})"
     return (f"trails the teacher's accuracy by {100 * (teacher_accuracy - accuracy):.1f} points "
@@ -143,8 +145,10 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
         else:
             card["verdict"] = "recommended" if name == chosen else "at risk" if card["risks"] else "acceptable"
             text = lead
-            if card["risks"]:
-                text += ", but " + "; ".join(r["text"] for r in card["risks"])
+            if card["risks"]:  # the two worst in words; the rest are in ``risks`` and the table
+                text += ", but " + "; and ".join(r["text"] for r in card["risks"][:2])
+                if len(card["risks"]) > 2:
+                    text += f" (and {len(card['risks']) - 2} more: {', '.join(r['kind'] for r in card['risks'][2:])})"
             else:
                 text += "; no risk found: its answers, evidence and confidence follow the teacher's"
             text = text[0].upper() + text[1:] + "."

@@ -160,6 +160,8 @@ class TrainConfig(StrictModel):
     teacher_cache_mb: float = Field(1024, ge=0, description="keep the teacher's outputs for the whole training set "
                                     "in memory when they fit in this many MiB (0: run the teacher every step)")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = at each epoch end")
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations of eval_data; the last epoch is "
+                            "always evaluated")
     device: str = "cpu"
     progress: bool = True
 

@@ -26,7 +26,8 @@ from kdlens.measures import agreement
 from kdlens.subjects import Classifier, save_classifier
 from kdlens.subjects.checkpoint import architecture_path
 
-RUN_SETTINGS = {"progress", "device", "teacher_cache_mb", "checkpoint_every"}  # how a run goes, not what it computes
+# how a run goes, not what it computes
+RUN_SETTINGS = {"progress", "device", "teacher_cache_mb", "checkpoint_every", "eval_every"}
 INPUT_KEYS, LABEL_KEYS = ("image", "images", "input", "inputs", "x"), ("label", "labels", "y", "target")
 
 
@@ -181,7 +182,7 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
     strategy : StrategyConfig or Strategy
     config : TrainConfig
     teacher : frozen nn.Module (put in eval mode, gradients off); required when the strategy uses one
-    eval_data : dict of split name to data, evaluated at each epoch end
+    eval_data : dict of split name to data, evaluated every ``config.eval_every`` epochs and after the last
     student_kwargs : constructor arguments of the student, saved so ``load_classifier`` can rebuild it
 
     Returns
@@ -277,8 +278,9 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
                     checkpoints.save(checkpoint_dir, state["global_step"], student, strategy, optimizer,
                                      {**state, "history": history})
             student.eval()
+            due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
             record = {"epoch": epoch + 1, "step": state["global_step"], **last_step,
-                      **evaluate(student_subject, None, eval_data, teacher_logits=eval_teacher)}
+                      **(evaluate(student_subject, None, eval_data, teacher_logits=eval_teacher) if due else {})}
             student.train()
             history.append(record)
             bar.log(record)

@@ -33,8 +33,9 @@ def attribution_tile(image, heatmap, size_px: int = 96) -> str:
     image : array-like
         Shape (3, H, W) or (H, W, 3) (channels-first when both fit, the torch convention); (H, W), (1, H, W) and
         (H, W, 1) are grey. Floats in [0, 1] or uint8 in [0, 255]. Undo any mean/std normalisation first.
-    heatmap : array-like
-        Shape (h, w), non-negative finite floats in any units (e.g. ``abs`` of a signed attribution); an
+    heatmap : array-like or None
+        None draws the image alone. Shape (h, w), non-negative finite floats in any units (e.g. ``abs`` of a
+        signed attribution); an
         all-zero map draws as zero attribution everywhere.
     size_px : int, optional
         Length of the tile's longer side in pixels, 8 to 1024; the image's aspect ratio is kept.
@@ -51,7 +52,7 @@ def attribution_tile(image, heatmap, size_px: int = 96) -> str:
     True
     """
     pixels = _check_image(image)  # (H, W, 3) float64 in [0, 1]
-    heat = _check_heatmap(heatmap)  # (h, w) float64, >= 0
+    heat = None if heatmap is None else _check_heatmap(heatmap)  # (h, w) float64, >= 0
     if isinstance(size_px, bool) or not isinstance(size_px, (int, np.integer)):
         _fail("size_px", "be an int", type(size_px).__name__, error=TypeError)
     if not 8 <= size_px <= 1024:
@@ -65,13 +66,14 @@ def attribution_tile(image, heatmap, size_px: int = 96) -> str:
     resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX
     base = np.asarray(Image.fromarray(as_uint8).resize((out_w, out_h), resample), dtype=np.float64) / 255
 
-    heat_img = Image.fromarray(heat.astype(np.float32)).resize((out_w, out_h), Image.Resampling.BILINEAR)
-    heat = np.asarray(heat_img, dtype=np.float64)  # (out_h, out_w)
-    peak = heat.max()
-    heat = np.clip(heat / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(heat)
-    colour = mpl.colormaps[_COLORMAP](heat)[..., :3]  # (out_h, out_w, 3) in [0, 1]
-
-    blend = (1 - _ALPHA) * base + _ALPHA * colour
+    blend = base
+    if heat is not None:
+        heat_img = Image.fromarray(heat.astype(np.float32)).resize((out_w, out_h), Image.Resampling.BILINEAR)
+        heat = np.asarray(heat_img, dtype=np.float64)  # (out_h, out_w)
+        peak = heat.max()
+        heat = np.clip(heat / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(heat)
+        colour = mpl.colormaps[_COLORMAP](heat)[..., :3]  # (out_h, out_w, 3) in [0, 1]
+        blend = (1 - _ALPHA) * base + _ALPHA * colour
     buffer = io.BytesIO()
     Image.fromarray(np.round(blend * 255).astype(np.uint8)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -8,6 +8,8 @@ runs code named by a file, so it needs ``trust_remote_code=True``, as in Hugging
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,21 @@ def save_classifier(model: nn.Module, directory: str | Path, kwargs: dict[str, A
     return directory
 
 
+def _import(module_name: str, trust_remote_code: bool):
+    """Import a module; your own code (trust_remote_code) may also live in the working directory, as it may for
+    ``python -m`` (the ``kdlens`` command does not put the working directory on sys.path by itself)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if not trust_remote_code or error.name != module_name.split(".")[0]:
+            raise
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(os.getcwd())
+
+
 def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_code: bool = False) -> nn.Module:
     """Instantiate ``"package.module:Class"`` with ``kwargs``."""
     if not isinstance(architecture, str) or ":" not in architecture:
@@ -41,7 +58,7 @@ def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_c
         C.fail("architecture", "a kdlens architecture, or trust_remote_code=True", repr(architecture),
                "Loading it imports and runs that module's code; pass trust_remote_code=True if you trust it.")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = getattr(_import(module_name, trust_remote_code), attr)
     except (ImportError, AttributeError) as error:
         C.fail("architecture", "an importable class", f"{architecture!r} ({error})")
     return cls(**kwargs)

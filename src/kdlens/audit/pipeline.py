@@ -44,14 +44,15 @@ def as_config(config: AuditConfig | dict | str | Path) -> AuditConfig:
 def load_data(data: ShapesAuditData | TensorAuditData | ImageFolderAuditData) -> dict[str, AuditData]:
     """The splits the config names, as AuditData, the primary split first."""
     if isinstance(data, ShapesAuditData):
-        from kdlens.tasks.shapes import make_split, other_cues, with_cues
+        from kdlens.tasks.shapes import SHAPES, make_split, other_cues, with_cues
 
         out = {}
         for split in data.splits:
             drawn = make_split(data.shapes, split, data.n)
             edited_to = other_cues(drawn, seed=data.counterfactual_seed)
             out[split] = AuditData(drawn.images, drawn.labels, drawn.masks, drawn.difficulty,
-                                   with_cues(drawn, edited_to).images, edited_to, name=split)
+                                   with_cues(drawn, edited_to).images, edited_to, name=split,
+                                   classes=list(SHAPES[:data.shapes.n_classes]))
         return out
     from kdlens.tasks.files import load_image_folder, load_tensor_split
 
@@ -64,8 +65,20 @@ def load_data(data: ShapesAuditData | TensorAuditData | ImageFolderAuditData) ->
         keep = slice(0, data.n)
         out[split] = AuditData(*(None if t is None else t[keep] for t in (
             loaded.inputs, loaded.labels, loaded.masks, loaded.difficulty, loaded.counterfactuals,
-            loaded.counterfactual_targets)), name=split)
+            loaded.counterfactual_targets)), name=split, classes=loaded.classes)
     return out
+
+
+def _lab_shapes(config: AuditConfig) -> AuditConfig:
+    """Shapes data for a lab teacher is drawn as the lab drew it, unless the config says how."""
+    source = config.teacher
+    if not isinstance(config.data, ShapesAuditData) or source is None or source.lab is None \
+            or "shapes" in config.data.model_fields_set:
+        return config
+    from kdlens.lab.vision import recipe
+
+    shapes = recipe(source.lab_recipe).shapes
+    return config.model_copy(update={"data": config.data.model_copy(update={"shapes": shapes})})
 
 
 def _check_sources(sources: dict[str, ModelSource]) -> None:
@@ -168,7 +181,7 @@ def _subset(data: AuditData, n: int | None) -> AuditData:
     keep = slice(0, n)
     return AuditData(*(None if t is None else t[keep] for t in (
         data.inputs, data.labels, data.masks, data.difficulty, data.counterfactuals, data.counterfactual_targets)),
-        name=data.name)
+        name=data.name, classes=data.classes)
 
 
 def _difficulty_breakdown(run_dir: Path, data: AuditData, models: list[str], bins: int = 4) -> dict | None:
@@ -204,7 +217,7 @@ def run(config: AuditConfig | dict | str | Path, teacher: nn.Module | None = Non
     -------
     dict: the results (``<run_dir>/results.json``; layout in ``docs/results.md``).
     """
-    config = as_config(config)
+    config = _lab_shapes(as_config(config))
     run_dir = Path(config.run_dir)
     splits = load_data(config.data)
     teacher, students, baselines = _models(config, teacher, students, baselines, progress)
@@ -252,7 +265,7 @@ def run(config: AuditConfig | dict | str | Path, teacher: nn.Module | None = Non
     data_summary = {"primary": primary_name, "shifted": shifted, "splits": {k: len(v.labels) for k, v in
                                                                             splits.items()},
                     "has_masks": primary.masks is not None, "has_counterfactuals": primary.counterfactuals is not None,
-                    "task": config.data.task}
+                    "task": config.data.task, "classes": primary.classes}
     extra = {"layers": layers,
              "models": {name: {"parameters": sum(p.numel() for p in model.parameters()),
                                "role": "teacher" if name == TEACHER else "student" if name in students

@@ -1,0 +1,111 @@
+"""The scorecard: utilities, floors, the Pareto front, risks and verdicts, on hand-written metrics."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kdlens.audit import SelectionRule, scorecard
+from kdlens.audit.config import METRICS
+from kdlens.audit.scorecard import pareto_front, utility
+from kdlens.config import validate
+
+TEACHER = {"accuracy": 0.98, "accuracy_shifted": 0.99, "ece": 0.02}
+
+
+def student(**values) -> dict:
+    base = {"accuracy": 0.97, "accuracy_shifted": 0.95, "agreement": 0.97, "kl": 0.05, "ece": 0.02,
+            "cka_mean_best": 0.9, "attribution_spearman": 0.8, "evidence_mass": 0.3, "right_for_wrong_reasons": 0.1,
+            "cue_flip_rate": 0.05, "adversarial_agreement": 0.4, "overconfidence": 0.01}
+    return {**base, **values}
+
+
+def test_utilities_are_in_the_unit_interval_and_oriented():
+    assert utility("accuracy", 0.9) == 0.9
+    assert utility("ece", 0.1) == pytest.approx(0.9)
+    assert utility("right_for_wrong_reasons", 0.3) == pytest.approx(0.7)
+    assert utility("kl", 0.0) == 1.0 and utility("kl", 2.0) == pytest.approx(math.exp(-2))
+    assert utility("attribution_spearman", -0.4) == 0.0
+
+
+def test_the_shortcut_student_loses_to_the_faithful_one_though_it_is_more_accurate():
+    students = {"shortcut": student(accuracy=0.975, accuracy_shifted=0.3, attribution_spearman=0.3,
+                                    right_for_wrong_reasons=0.8, cue_flip_rate=0.7),
+                "faithful": student(accuracy=0.97)}
+    card = scorecard(TEACHER, students)
+    assert card["chosen"] == "faithful" and card["chosen_by_accuracy"] == "shortcut"
+    shortcut = card["students"]["shortcut"]
+    assert shortcut["verdict"] == "at risk"
+    assert [r["kind"] for r in shortcut["risks"]][:3] == ["spurious_cue", "cue_flips", "wrong_reasons"]
+    assert "falls to 30.0% (the teacher keeps 99.0%)" in shortcut["verdict_text"]  # the two worst, in words
+    assert "changes its answer on 70.0% of images" in shortcut["verdict_text"]
+    assert shortcut["verdict_text"].endswith("(and 1 more: wrong_reasons).")
+    assert "on 80.0% of its correct answers its evidence disagrees" in shortcut["risks"][2]["text"]
+    assert card["students"]["faithful"]["verdict_text"].startswith("Recommended.")
+
+
+def test_the_rule_is_the_users(tmp_path):
+    students = {"a": student(accuracy=0.97, ece=0.2), "b": student(accuracy=0.96, ece=0.01)}
+    assert scorecard(TEACHER, students, SelectionRule(weights={"accuracy": 1.0}))["chosen"] == "a"
+    assert scorecard(TEACHER, students, SelectionRule(weights={"ece": 1.0}))["chosen"] == "b"
+    floors = scorecard(TEACHER, students, SelectionRule(weights={"accuracy": 1.0}, floors={"ece": 0.05}))
+    assert floors["chosen"] == "b" and floors["students"]["a"]["verdict"] == "rejected"
+    assert "ece 0.200 (required: at most 0.05)" in floors["students"]["a"]["verdict_text"]
+
+
+def test_max_accuracy_drop_is_measured_from_the_teacher():
+    card = scorecard(TEACHER, {"weak": student(accuracy=0.90)}, SelectionRule(max_accuracy_drop=0.05))
+    assert card["chosen"] is None and card["students"]["weak"]["verdict"] == "rejected"
+    assert "8.0 points below the teacher's" in card["students"]["weak"]["failed_floors"][0]
+    assert scorecard(TEACHER, {"weak": student(accuracy=0.90)},
+                     SelectionRule(max_accuracy_drop=None))["chosen"] == "weak"
+
+
+def test_a_metric_nobody_measured_drops_out_of_the_score():
+    students = {"a": student(cue_flip_rate=None), "b": student(cue_flip_rate=None, accuracy=0.5)}
+    card = scorecard(TEACHER, students, SelectionRule(max_accuracy_drop=None))
+    assert "cue_flip_rate" not in card["metrics_scored"] and "accuracy" in card["metrics_scored"]
+    weights = SelectionRule().weights
+    scored = card["metrics_scored"]
+    expected = sum(weights[m] * utility(m, students["a"][m]) for m in scored) / sum(weights[m] for m in scored)
+    assert card["students"]["a"]["score"] == pytest.approx(expected)
+
+
+def test_the_default_rule_is_documented_and_valid():
+    rule = SelectionRule()
+    assert set(rule.weights) <= set(METRICS) and all(w >= 0 for w in rule.weights.values())
+    assert rule.max_accuracy_drop == 0.05
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"weights": {"acc": 1.0}}, "Did you mean 'accuracy'"),
+    ({"weights": {"accuracy": -1.0}}, "must be >= 0"),
+    ({"weights": {"accuracy": 0.0}}, "at least one weight"),
+    ({"floors": {"eec": 0.1}}, "Did you mean 'ece'"),
+    ({"max_accuracy_drop": -0.1}, "greater than or equal to 0"),
+    ({"risk": {}}, "Did you mean 'risks'"),
+])
+def test_bad_rules(bad, message):
+    with pytest.raises(ValueError, match=message):
+        validate(bad, SelectionRule)
+
+
+points = st.dictionaries(st.text("abcdef", min_size=1, max_size=3),
+                         st.tuples(st.floats(0, 1), st.floats(-1, 1)), min_size=1, max_size=8)
+
+
+@given(points)
+def test_the_pareto_front_is_exactly_the_undominated_points(pts):
+    front = pareto_front(pts)
+
+    def dominated(k):
+        x, y = pts[k]
+        return any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in pts.values())
+
+    assert set(front) == {k for k in pts if not dominated(k)}
+    assert front  # a finite non-empty set always has an undominated point
+
+
+def test_a_point_with_a_missing_coordinate_is_on_no_front():
+    assert pareto_front({"a": (0.9, None), "b": (0.5, 0.5)}) == ["b"]
