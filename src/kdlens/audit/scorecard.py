@@ -59,6 +59,11 @@ def _pct(value: float) -> str:
 def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: bool = False) -> list[dict]:
     """Each risk ``student`` shows, as ``{"kind", "text"}``, worst kinds first (see :class:`RiskThresholds`)."""
     found = []
+    wrong = student.get("right_for_wrong_reasons")
+    if wrong is not None and wrong > thresholds.wrong_reasons:
+        where = ("its evidence disagrees with the teacher's or lies outside the object" if has_masks
+                 else "its evidence disagrees with the teacher's")
+        found.append({"kind": "wrong_reasons", "text": f"on {_pct(wrong)} of its correct answers {where}"})
     shifted, teacher_shifted = student.get("accuracy_shifted"), teacher.get("accuracy_shifted")
     if shifted is not None and teacher_shifted is not None and teacher_shifted - shifted > thresholds.shifted_drop:
         found.append({"kind": "spurious_cue", "text": f"when the spurious cue points to a wrong class its accuracy "
@@ -67,11 +72,6 @@ def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: b
     if flips is not None and flips > thresholds.cue_flips:
         found.append({"kind": "cue_flips", "text": f"it changes its answer on {_pct(flips)} of images when only the "
                       "cue is edited"})
-    wrong = student.get("right_for_wrong_reasons")
-    if wrong is not None and wrong > thresholds.wrong_reasons:
-        where = ("its evidence disagrees with the teacher's or lies outside the object" if has_masks
-                 else "its evidence disagrees with the teacher's")
-        found.append({"kind": "wrong_reasons", "text": f"on {_pct(wrong)} of its correct answers {where}"})
     ece, teacher_ece = student.get("ece"), teacher.get("ece")
     if ece is not None and teacher_ece is not None and ece - teacher_ece > thresholds.ece_excess:
         gap = student.get("overconfidence")
@@ -128,10 +128,12 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
         cards[name] = {"score": score, "utilities": utilities, "failed_floors": _floors(metrics, teacher, rule),
                        "risks": risks(metrics, teacher, rule.risks, has_masks)}
     eligible = [n for n, c in cards.items() if not c["failed_floors"] and c["score"] is not None]
-    by_score = sorted(eligible, key=lambda n: (-cards[n]["score"], -(students[n].get("accuracy") or 0), n))
+    by_score = sorted(eligible, key=lambda n: (-cards[n]["score"], -(students[n].get("accuracy") or 0),
+                                               list(students).index(n)))
     chosen = by_score[0] if by_score else None
     with_accuracy = [n for n in students if students[n].get("accuracy") is not None]
-    by_accuracy = max(with_accuracy, key=lambda n: (students[n]["accuracy"], n), default=None)
+    order = {n: i for i, n in enumerate(students)}  # ties go to the student named first
+    by_accuracy = max(with_accuracy, key=lambda n: (students[n]["accuracy"], -order[n]), default=None)
     front = pareto_front({n: tuple(students[n].get(axis) for axis in PARETO_AXES) for n in students})
     for rank, name in enumerate(by_score, start=1):
         cards[name]["rank"] = rank
