@@ -10,6 +10,8 @@ on disk.
 from __future__ import annotations
 
 import functools
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -188,8 +190,6 @@ def _difficulty_breakdown(run_dir: Path, data: AuditData, models: list[str], bin
     """Accuracy per equal-count difficulty bin of the primary split, per model (from the outputs table)."""
     if data.difficulty is None:
         return None
-    import json
-
     rows = [json.loads(line) for line in (run_dir / "stages" / "outputs" / "examples.jsonl").read_text(
         encoding="utf-8").splitlines() if line]
     correct = {(r["model"], r["index"]): r["correct"] for r in rows if r["split"] == data.name}
@@ -298,8 +298,6 @@ def _cached_or_seconds(run_dir: Path, name: str, fn) -> str:
 
 def _forget_disabled(run_dir: Path, names: list[str]) -> None:
     """A probe turned off has no figures: its old files must not reach results.json."""
-    import shutil
-
     path = run_dir / MANIFEST
     if not path.is_file():
         return
