@@ -39,6 +39,13 @@ class StrictModel(BaseModel):
         return data
 
 
+def with_default_task(data: Any, task: str = "shapes") -> Any:
+    """A config dict whose ``data`` section names no ``task`` gets ``task`` (for a ``mode="before"`` validator)."""
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "task" not in data["data"]:
+        return {**data, "data": {**data["data"], "task": task}}
+    return data
+
+
 def load_yaml(path: str | Path, model: type[Model]) -> Model:
     """Read a YAML file and validate it as ``model``; errors name the file and the offending key path."""
     path = Path(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,28 +12,14 @@ from torch import nn
 
 from kdlens import io
 from kdlens import measures as M
+from kdlens.tasks.files import EvalSplit
 
 TEACHER = "teacher"
 
 
-@dataclass
-class AuditData:
-    """What an audit stage runs on: inputs (n, ...) and labels (n,), plus what the task knows, when it knows it.
-
-    ``masks`` (n, H, W) bool evidence; ``difficulty`` (n,) for breakdowns; ``counterfactuals`` (n, ...) the same
-    inputs with only the spurious cue edited, and ``counterfactual_targets`` (n,) the class the edited cue names;
-    ``classes`` the class names (index = label), for reports.
-    """
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    masks: torch.Tensor | None = None
-    difficulty: torch.Tensor | None = None
-    counterfactuals: torch.Tensor | None = None
-    counterfactual_targets: torch.Tensor | None = None
-    name: str = "data"
-    classes: list[str] | None = None
-    classes: list[str] | None = None
+# What an audit stage runs on: inputs (n, ...) and labels (n,), plus what the task knows when it knows it (evidence
+# masks, difficulty, counterfactual inputs and the class each edited cue names, class names): the tasks' EvalSplit.
+AuditData = EvalSplit
 
 
 def digests(models: dict[str, nn.Module]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kdlens.config import StrictModel, did_you_mean
+from kdlens.config import StrictModel, did_you_mean, with_default_task
 from kdlens.distill.run import ModelSource
 from kdlens.tasks.shapes import ShapesConfig
 
@@ -214,9 +214,7 @@ class AuditConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _shapes_by_default(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "task" not in data["data"]:
-            data = {**data, "data": {**data["data"], "task": "shapes"}}
-        return data
+        return with_default_task(data, "shapes")
 
     @model_validator(mode="after")
     def _names(self):

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from kdlens import io
-from kdlens.config import StrictModel, dump_yaml, validate
+from kdlens.config import StrictModel, dump_yaml, validate, with_default_task
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
 from kdlens.measures._checks import fail
@@ -114,9 +114,7 @@ class DistillRunConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _shapes_by_default(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "task" not in data["data"]:
-            data = {**data, "data": {**data["data"], "task": "shapes"}}
-        return data
+        return with_default_task(data, "shapes")
 
     @model_validator(mode="after")
     def _lab_teacher_needs_lab_data(self):
