@@ -39,6 +39,7 @@ def test_every_section_is_written_with_its_figures(run_dir):
         assert f'<section id="{section}">' in html
     assert html.count("<svg") >= 8  # pareto, 2 reliability, 2 CKA, verdicts, 2 robustness curves, cue flips, ...
     assert "data:image/png;base64," in html  # the attribution gallery
+    assert "block1 ← block1 (" in html  # the best-matching layer pairs under the CKA heatmaps
     for remote in ('src="http', "src='http", 'href="http', "url(http", "<link", "<iframe", "@import"):
         assert remote not in html, remote  # (SVG's xmlns="http://www.w3.org/..." names, it fetches nothing)
 

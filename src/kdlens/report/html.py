@@ -163,6 +163,7 @@ def _context(run_dir: Path, results: dict, per_kind: int) -> dict:
             "outputs": _read(run_dir / "stages" / "outputs" / "figures.json"),
             "attribution": _read(run_dir / "stages" / "attribution" / "figures.json"),
             "robustness": _read(run_dir / "stages" / "robustness" / "figures.json"),
+            "representations": _read(run_dir / "stages" / "representations" / "figures.json"),
             "fmt": _fmt, "label": functools.partial(_label, results["data"].get("classes"))}
 
 
