@@ -1,0 +1,228 @@
+"""Distilling causal language models: fine-tuning on (prompt, target) text, with or without a teacher's tokens.
+
+- **Sequence-level KD** (Kim & Rush 2016): the targets are traces the teacher generated; no teacher in the loop,
+  the loss is the student's cross-entropy on the target tokens (prompt tokens are context, never targets).
+- **Token-level KD**: the teacher scores the same token sequence and every target position adds a divergence
+  between the two next-token distributions (:class:`TokenKD`: forward KL at a temperature, reverse KL, generalized
+  JSD), mixed with the cross-entropy. Both models must share one vocabulary; a mismatch is an error that says to use
+  sequence-level KD instead.
+
+Checkpoints (safetensors) land in ``run_dir/checkpoints`` and a run resumes from the last one; the final model is
+saved with ``save_pretrained`` (safetensors) with its tokenizer in ``run_dir/model``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from kdlens import io
+from kdlens.config import StrictModel
+from kdlens.distill import checkpoints
+from kdlens.distill.config import TrainConfig
+from kdlens.distill.losses import generalized_jsd_loss, kd_loss, reverse_kl_loss
+from kdlens.distill.trainer import RUN_SETTINGS, _learning_rate, _optimizer
+from kdlens.measures._checks import fail
+
+
+class TokenKD(StrictModel):
+    """The token-level term: ``weight * divergence + ce_weight * cross-entropy`` over target tokens.
+
+    ``forward_kl`` is Hinton KD per token, T^2 KL(p_teacher || p_student) at ``temperature``; ``reverse_kl`` is
+    KL(p_student || p_teacher); ``gjsd`` the generalized Jensen-Shannon divergence with mixing ``beta`` (GKD).
+    """
+
+    loss: Literal["forward_kl", "reverse_kl", "gjsd"] = "forward_kl"
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.5, gt=0, lt=1)
+    weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(0.0, ge=0)
+
+
+@dataclass
+class Encoded:
+    """Right-padded token ids (n, T), attention mask (n, T) and which positions are target tokens (n, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_mask: torch.Tensor
+
+
+@dataclass
+class LMTrainResult:
+    run_dir: Path
+    model_dir: Path
+    history: list[dict]
+    seconds: float
+
+
+def encode(tokenizer, prompts: list[str], targets: list[str], separator: str = " ",
+           max_length: int | None = None) -> Encoded:
+    """Tokenize ``prompt + separator + target + eos`` per example and mark the target's tokens.
+
+    A token is a target token when its character span starts at or after the target's first character (so the
+    tokenizer sees the real text and a word is never split at the seam); the eos token that closes the text is a
+    target too, so the student learns to stop.
+    """
+    if len(prompts) != len(targets):
+        fail("prompts` and `targets", "lists of the same length", f"{len(prompts)} and {len(targets)}")
+    if not prompts:
+        fail("prompts", "at least one example", "none")
+    if tokenizer.pad_token_id is None:
+        fail("tokenizer", "a tokenizer with a pad token", "pad_token None", "Set tokenizer.pad_token = eos_token.")
+    if tokenizer.eos_token_id is None:
+        fail("tokenizer", "a tokenizer with an eos token", "eos_token None", "Give it one: training needs a stop.")
+    rows, marks = [], []
+    for prompt, target in zip(prompts, targets, strict=True):
+        text = prompt + separator + target
+        start = len(prompt) + len(separator)
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
+        is_target = [s >= start and e > s for s, e in enc["offset_mapping"]] + [True]
+        rows.append(ids)
+        marks.append(is_target)
+    longest = max(len(r) for r in rows)
+    if max_length is not None and longest > max_length:
+        index = max(range(len(rows)), key=lambda i: len(rows[i]))
+        fail(f"example {index}", f"at most {max_length} tokens (max_length)", f"{longest} tokens",
+             "Raise max_length (within the model's max_position_embeddings) or shorten the text.")
+    n = len(rows)
+    input_ids = torch.full((n, longest), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros((n, longest), dtype=torch.long)
+    target = torch.zeros((n, longest), dtype=torch.bool)
+    for i, (ids, mark) in enumerate(zip(rows, marks, strict=True)):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        attention[i, :len(ids)] = 1
+        target[i, :len(ids)] = torch.tensor(mark)
+    return Encoded(input_ids, attention, target)
+
+
+def check_same_vocabulary(teacher_tokenizer, student_tokenizer) -> None:
+    """Token-level KD compares distributions over one vocabulary: raise, saying what differs, when it is not."""
+    t, s = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if t == s:
+        return
+    differing = sorted(set(t.items()) ^ set(s.items()), key=lambda kv: kv[1])[:3]
+    fail("teacher and student tokenizers", "one vocabulary for token-level KD",
+         f"{len(t)} and {len(s)} tokens, differing at {differing}",
+         "Use sequence-level KD instead: train the student on text the teacher generated.")
+
+
+def _token_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, batch: Encoded,
+                kd: TokenKD | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over target tokens of the cross-entropy and (with a teacher) the divergence; (B, T, V) logits."""
+    logits = student_logits[:, :-1].flatten(0, 1)  # (B * (T - 1), V): position t predicts token t + 1
+    labels = batch.input_ids[:, 1:].flatten()
+    mask = batch.target_mask[:, 1:].flatten().to(logits.dtype)
+    ce = (nn.functional.cross_entropy(logits, labels, reduction="none") * mask).sum() / mask.sum().clamp_min(1)
+    if kd is None or teacher_logits is None:
+        return ce, {"ce": float(ce.detach())}
+    t_logits = teacher_logits[:, :-1].flatten(0, 1)
+    if kd.loss == "forward_kl":
+        divergence = kd_loss(logits, t_logits, temperature=kd.temperature, mask=mask)
+    elif kd.loss == "reverse_kl":
+        divergence = reverse_kl_loss(logits, t_logits, temperature=kd.temperature, mask=mask)
+    else:
+        divergence = generalized_jsd_loss(logits, t_logits, beta=kd.beta, temperature=kd.temperature, mask=mask)
+    loss = kd.weight * divergence + kd.ce_weight * ce
+    return loss, {"ce": float(ce.detach()), kd.loss: float(divergence.detach())}
+
+
+def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[str], run_dir: str | Path,
+             config: TrainConfig = TrainConfig(), teacher: nn.Module | None = None, teacher_tokenizer=None,
+             kd: TokenKD | None = None, max_length: int | None = None) -> LMTrainResult:
+    """Fine-tune a causal LM on (prompt, target) pairs; with ``teacher`` and ``kd``, token-level KD.
+
+    Parameters
+    ----------
+    student : a Hugging Face causal LM (``model(input_ids, attention_mask=...).logits`` of shape (B, T, V))
+    tokenizer : its fast tokenizer (offsets needed), with pad and eos tokens
+    prompts, targets : the texts; for sequence-level KD, ``targets`` are the teacher's generations
+    run_dir : checkpoints, ``history.json`` and the final ``model/`` (save_pretrained, safetensors)
+    config : epochs, batch size, learning rate, schedule, seed, checkpointing (the classifier trainer's)
+    teacher, kd : a frozen teacher LM and the token-level term (both or neither)
+    teacher_tokenizer : the teacher's tokenizer, checked to equal the student's vocabulary (default: the same)
+
+    Returns
+    -------
+    LMTrainResult: the run folder, the saved model's folder, the per-epoch history (mean loss terms), seconds.
+    """
+    if (teacher is None) != (kd is None):
+        fail("teacher` and `kd", "given together (token-level KD) or both None (fine-tuning)",
+             f"teacher {'set' if teacher is not None else 'None'}, kd {'set' if kd is not None else 'None'}")
+    if teacher is not None:
+        check_same_vocabulary(teacher_tokenizer or tokenizer, tokenizer)
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    device = torch.device(config.device)
+    data = encode(tokenizer, prompts, targets, max_length=max_length)
+    n = len(prompts)
+    steps_per_epoch = -(-n // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    student.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    optimizer = _optimizer(student.parameters(), config)
+    fingerprint = {"kd": kd.model_dump() if kd else None, "n": n, "train": config.model_dump(
+        mode="json", exclude=RUN_SETTINGS)}
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "fingerprint": fingerprint}
+    placeholder = nn.Module()  # the checkpoint format keeps a strategy's trainable parts: token KD has none
+    resumed = checkpoints.latest(run_dir / "checkpoints")
+    if resumed is not None:
+        saved = io.read_json(resumed / "state.json").get("fingerprint")
+        if saved != fingerprint:
+            fail("run_dir", "a folder of this run or a new one", f"{run_dir} holding a run with other settings",
+                 "Use a new run_dir, or delete its checkpoints/ folder to start this one over.")
+        state = checkpoints.restore(resumed, student, placeholder, optimizer)
+    from kdlens.progress import progress_bar
+
+    with progress_bar(config.progress, "distil LM", total=total, completed=state["global_step"]) as bar:
+        for epoch in range(state["epoch"], config.epochs):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            sums: dict[str, float] = state.pop("sums", {}) if state["step_in_epoch"] else {}
+            for step in range(state["step_in_epoch"], steps_per_epoch):
+                index = order[step * config.batch_size:(step + 1) * config.batch_size]
+                width = int(data.attention_mask[index].sum(1).max())  # trim the batch's padding
+                batch = Encoded(*(t[index, :width].to(device) for t in (data.input_ids, data.attention_mask,
+                                                                        data.target_mask)))
+                logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                teacher_logits = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(input_ids=batch.input_ids,
+                                                 attention_mask=batch.attention_mask).logits.float()
+                loss, parts = _token_loss(logits.float(), teacher_logits, batch, kd)
+                if not torch.isfinite(loss):
+                    fail("loss", "finite", f"{float(loss)} at epoch {epoch}, step {step}",
+                         "Lower the learning rate.")
+                for group in optimizer.param_groups:
+                    group["lr"] = _learning_rate(config, state["global_step"], total)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state["global_step"] += 1
+                state["step_in_epoch"] = step + 1
+                for key, value in {"loss": float(loss.detach()), **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.advance(loss=float(loss.detach()))
+                if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
+                    checkpoints.save(run_dir / "checkpoints", state["global_step"], student, placeholder, optimizer,
+                                     {**state, "sums": sums})
+            record = {"epoch": epoch + 1, "step": state["global_step"],
+                      **{k: v / steps_per_epoch for k, v in sums.items()}}
+            state["history"].append(record)
+            bar.log(record)
+            state.update(epoch=epoch + 1, step_in_epoch=0)
+            checkpoints.save(run_dir / "checkpoints", state["global_step"], student, placeholder, optimizer, state)
+    student.eval()
+    io.atomic_write_json(run_dir / "history.json", state["history"])
+    model_dir = run_dir / "model"
+    student.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    return LMTrainResult(run_dir, model_dir, state["history"], time.perf_counter() - started)
