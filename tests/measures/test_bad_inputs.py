@@ -1,6 +1,7 @@
 """Every public measure rejects every bad input with the one message template, naming the argument at fault."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -360,4 +361,120 @@ def test_bad_map_choices_and_scalars():
     cases += [(lambda fn=fn: fn(maps, masks, reduction="sum"), "reduction") for fn in MAPS_MASKS.values()]
     for call, name in cases:
         with pytest.raises(ValueError, match=TEMPLATE.format(name=name)):
+            call()
+
+
+# -- reasoning traces and text overlap ---------------------------------------------------------------------------------
+
+FLAGS = [True, False, True, True]
+BAD_FLAGS = {  # case -> (bad flags, message fragment, error)
+    "empty": ([], "non-empty", ValueError),
+    "scores": ([0.2, 0.9, 0.4, 0.7], "> 0.5", TypeError),
+    "integers beyond 0/1": ([0, 2, 1, 1], "0/1 integers", ValueError),
+    "strings": (["yes", "no", "yes", "yes"], "bools", TypeError),
+    "None": ([None, True, True, True], "bools", TypeError),
+    "2-D": (torch.ones(4, 1, dtype=torch.bool), "1-D", ValueError),
+    "a str": ("TFTT", "list", TypeError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FLAGS))
+def test_bad_trace_answer_flags(case):
+    bad, fragment, error_type = BAD_FLAGS[case]
+    with raises(error_type, "trace_correct", fragment):
+        M.trace_answer_table(bad, FLAGS)
+    if case != "empty":  # the answer side is checked too, and named
+        with raises(error_type, "answer_correct", fragment):
+            M.trace_answer_table(FLAGS, bad)
+
+
+def test_trace_answer_flags_of_different_length():
+    with raises(ValueError, "trace_correct", "aligned"):
+        M.trace_answer_table(FLAGS, FLAGS[:-1])
+
+
+BAD_COUNTS = {  # case -> (bad counts, message fragment, error)
+    "negative count": ([[3, -1], [2, 4]], "nonnegative", ValueError),
+    "all zero": ([[0, 0], [0, 0]], "at least one example", ValueError),
+    "2x3": ([[1, 2, 3], [4, 5, 6]], "2x2", ValueError),
+    "flat": ([1, 2, 3, 4], "2x2", ValueError),
+    "ragged": ([[1], [2, 3]], "2x2", ValueError),
+    "float counts": ([[1.5, 2.0], [3.0, 4.0]], "integer counts", TypeError),
+    "bool counts": (torch.ones(2, 2, dtype=torch.bool), "integer counts", TypeError),
+    "a str": ("1 2 3 4", "TraceAnswerTable", TypeError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_COUNTS))
+def test_bad_independence_counts(case):
+    bad, fragment, error_type = BAD_COUNTS[case]
+    with raises(error_type, "table_or_counts", fragment):
+        M.independence_test(bad)
+
+
+STEPS = [[True, False], [True]]
+BAD_STEPS = {  # case -> (bad steps, the argument named, message fragment, error)
+    "empty": ([], "teacher_steps", "non-empty", ValueError),
+    "fewer questions": (STEPS[:1], "teacher_steps", "aligned", ValueError),
+    "fewer steps": ([[True], [True]], re.escape("teacher_steps[0]"), "one entry per gold step", ValueError),
+    "no gold steps": ([[True, False], []], re.escape("teacher_steps[1]"), "at least one gold step", ValueError),
+    "a str per question": (["TF", "T"], re.escape("teacher_steps[0]"), "list of per-step entries", TypeError),
+    "not a list": (3, "teacher_steps", "list", TypeError),
+    "1-D tensor": (torch.ones(2, dtype=torch.bool), "teacher_steps", "2-D", ValueError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STEPS))
+def test_bad_step_lists(case):
+    bad, name, fragment, error_type = BAD_STEPS[case]
+    student = [[True, True], []] if case == "no gold steps" else STEPS
+    with raises(error_type, name, fragment):
+        M.step_agreement(bad, student)
+
+
+HYPS, REFS = ["a b c", "d e"], ["a b c", ["d e", "d f"]]
+BAD_TEXTS = {  # case -> (call, the argument named, message fragment, error)
+    "fewer references": (lambda: M.bleu(HYPS, REFS[:1]), "hypotheses", "aligned", ValueError),
+    "no hypotheses": (lambda: M.bleu([], []), "hypotheses", "non-empty", ValueError),
+    "a str of hypotheses": (lambda: M.bleu("a b c", ["a b c"]), "hypotheses", "sentence_bleu", TypeError),
+    "token lists": (lambda: M.bleu([["a", "b"]], ["a b"]), re.escape("hypotheses[0]"), "str", TypeError),
+    "no references for one": (lambda: M.bleu(HYPS, ["a b c", []]), re.escape("references[1]"), "at least one",
+                               ValueError),
+    "a non-str reference": (lambda: M.bleu(HYPS, ["a b c", [None]]), re.escape("references[1][0]"), "str",
+                            TypeError),
+    "a str of references": (lambda: M.bleu(["a b"], "a b"), "references", "list", TypeError),
+    "sentence: token list": (lambda: M.sentence_bleu(["a", "b"], "a b"), "hypothesis", "str", TypeError),
+    "sentence: no references": (lambda: M.sentence_bleu("a b", []), "references", "non-empty", ValueError),
+    "sentence: int reference": (lambda: M.sentence_bleu("a b", 3), "references", "list of str", TypeError),
+    "rouge: hypothesis": (lambda: M.rouge_l(["a"], "a"), "hypothesis", "str", TypeError),
+    "rouge: reference": (lambda: M.rouge_l("a", None), "reference", "str", TypeError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TEXTS))
+def test_bad_texts(case):
+    call, name, fragment, error_type = BAD_TEXTS[case]
+    with raises(error_type, name, fragment):
+        call()
+
+
+def test_bad_trace_choices_and_scalars():
+    value_cases = [
+        (lambda: M.step_agreement(STEPS, STEPS, reduction="sum"), "reduction"),
+        (lambda: M.step_agreement(STEPS, STEPS, kind="exact"), "kind"),
+        (lambda: M.bleu(HYPS, REFS, max_order=0), "max_order"),
+        (lambda: M.bleu(HYPS, REFS, max_order=2.0), "max_order"),
+        (lambda: M.bleu(HYPS, REFS, max_order=True), "max_order"),
+        (lambda: M.bleu(HYPS, REFS, smooth="exp"), "smooth"),
+        (lambda: M.sentence_bleu("a b", "a b", smooth="add-k"), "smooth"),
+    ]
+    for call, name in value_cases:
+        with pytest.raises(ValueError, match=TEMPLATE.format(name=name)):
+            call()
+    type_cases = [
+        (lambda: M.independence_test([[1, 2], [3, 4]], correction="yes"), "correction"),
+        (lambda: M.step_agreement([[1, 2]], [[1, 2]], kind="correctness"), "teacher_steps"),
+    ]
+    for call, name in type_cases:
+        with pytest.raises(TypeError, match=TEMPLATE.format(name=name)):
             call()

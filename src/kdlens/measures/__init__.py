@@ -29,6 +29,14 @@ from kdlens.measures.evidence import (
     pointing_game,
 )
 from kdlens.measures.fidelity import Agreement, agreement, js_divergence, kl_divergence, total_variation
+from kdlens.measures.text_overlap import bleu, rouge_l, sentence_bleu
+from kdlens.measures.traces import (
+    IndependenceTest,
+    TraceAnswerTable,
+    independence_test,
+    step_agreement,
+    trace_answer_table,
+)
 
 __all__ = [
     "Agreement",
@@ -66,4 +74,12 @@ __all__ = [
     "rbf_cka",
     "reliability_curve",
     "total_variation",
+    "IndependenceTest",
+    "TraceAnswerTable",
+    "bleu",
+    "independence_test",
+    "rouge_l",
+    "sentence_bleu",
+    "step_agreement",
+    "trace_answer_table",
 ]

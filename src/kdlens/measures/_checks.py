@@ -9,16 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from kdlens.errors import fail
+
 # Rows of a probability matrix may drift from 1 by float32 rounding of softmax; anything further is a bug upstream.
 ROW_SUM_ATOL = 1e-3
-
-
-def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError) -> None:
-    """Raise ``error`` with the kdlens message template."""
-    message = f"Expected `{name}` to be {expected}, but got {got}."
-    if fix:
-        message += f" {fix}"
-    raise error(message)
 
 
 def as_tensor(x, name: str) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from kdlens import io
 from kdlens.config import did_you_mean
-from kdlens.measures._checks import fail
+from kdlens.errors import fail
 from kdlens.progress import progress_bar
 
 TENSOR_KEYS = ("inputs", "labels", "masks", "difficulty", "counterfactuals", "counterfactual_targets")
