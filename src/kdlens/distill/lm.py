@@ -28,7 +28,8 @@ from kdlens.distill import checkpoints
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.losses import generalized_jsd_loss, kd_loss, reverse_kl_loss
 from kdlens.distill.trainer import RUN_SETTINGS, _learning_rate, _optimizer
-from kdlens.measures._checks import fail
+from kdlens.errors import fail
+from kdlens.subjects.lm import LanguageModel, check_same_vocabulary
 
 
 class TokenKD(StrictModel):
@@ -103,17 +104,6 @@ def encode(tokenizer, prompts: list[str], targets: list[str], separator: str = "
     return Encoded(input_ids, attention, target)
 
 
-def check_same_vocabulary(teacher_tokenizer, student_tokenizer) -> None:
-    """Token-level KD compares distributions over one vocabulary: raise, saying what differs, when it is not."""
-    t, s = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
-    if t == s:
-        return
-    differing = sorted(set(t.items()) ^ set(s.items()), key=lambda kv: kv[1])[:3]
-    fail("teacher and student tokenizers", "one vocabulary for token-level KD",
-         f"{len(t)} and {len(s)} tokens, differing at {differing}",
-         "Use sequence-level KD instead: train the student on text the teacher generated.")
-
-
 def _token_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, batch: Encoded,
                 kd: TokenKD | None) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over target tokens of the cross-entropy and (with a teacher) the divergence; (B, T, V) logits."""
@@ -157,7 +147,8 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
         fail("teacher` and `kd", "given together (token-level KD) or both None (fine-tuning)",
              f"teacher {'set' if teacher is not None else 'None'}, kd {'set' if kd is not None else 'None'}")
     if teacher is not None:
-        check_same_vocabulary(teacher_tokenizer or tokenizer, tokenizer)
+        check_same_vocabulary(LanguageModel(teacher, teacher_tokenizer or tokenizer, "teacher"),
+                              LanguageModel(student, tokenizer, "student"))
     started = time.perf_counter()
     run_dir = Path(run_dir)
     device = torch.device(config.device)
@@ -223,6 +214,6 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
     student.eval()
     io.atomic_write_json(run_dir / "history.json", state["history"])
     model_dir = run_dir / "model"
-    student.save_pretrained(model_dir, safe_serialization=True)
+    student.save_pretrained(model_dir)  # safetensors (transformers >= 5 writes nothing else)
     tokenizer.save_pretrained(model_dir)
     return LMTrainResult(run_dir, model_dir, state["history"], time.perf_counter() - started)

@@ -1,0 +1,505 @@
+"""What kdlens needs from a causal language model: text scoring, hidden states, token logits and generation.
+
+A :class:`LanguageModel` pairs a Hugging Face ``AutoModelForCausalLM`` with its (fast) tokenizer. Text is the
+common ground between a teacher and a student that tokenize differently: every result carries the character span
+of each token, so per-token numbers can be mapped back to words or sentences (:func:`pool_by_spans`).
+
+Loading is safe by default: a local directory only, weights from safetensors only (never pickle), and no code from
+the checkpoint unless ``trust_remote_code=True``. Every method runs the model in eval mode without gradients and
+restores the model's mode afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdlens import io
+from kdlens.measures import _checks as C
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Span = tuple[int, int]
+
+
+@dataclass
+class ContinuationScore:
+    """Log-probabilities of a continuation's tokens given its context (natural log, nats).
+
+    ``token_logprobs`` (k,) float32; ``tokens`` the k token strings; ``offsets`` their (start, end) character spans
+    in the continuation string; ``total`` their sum (accumulated in float64); ``mean`` the sum over k.
+    """
+
+    token_logprobs: torch.Tensor
+    tokens: list[str]
+    offsets: list[Span]
+    total: float
+    mean: float
+
+
+@dataclass
+class HiddenStates:
+    """Per-token hidden states of one text: ``layers`` maps "embed", "layers.0", ... to (T, d) float32 tensors."""
+
+    layers: dict[str, torch.Tensor]
+    offsets: list[Span]
+    tokens: list[str]
+
+
+@dataclass
+class TokenLogits:
+    """Next-token logits of one text: ``logits`` (T, V) float32, row t predicting token t + 1; ``input_ids`` (T,)."""
+
+    logits: torch.Tensor
+    input_ids: torch.Tensor
+    offsets: list[Span]
+    tokens: list[str]
+
+
+@dataclass
+class Encoding:
+    """One text's token ids (special tokens included) and their character spans (empty when not asked for)."""
+
+    ids: list[int]
+    offsets: list[Span]
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("Language models need transformers: pip install 'kdlens[lm]'.") from error
+    return transformers
+
+
+def check_texts(texts, name: str) -> list[str]:
+    """A non-empty list of str (a lone str is a mistake: iterating it would give characters)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        C.fail(name, "a list of str", type(texts).__name__, f"Wrap a single text in a list: [{name[:-1]}].",
+               error=TypeError)
+    if len(texts) == 0:
+        C.fail(name, "a non-empty list of str", "an empty list")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            C.fail(f"{name}[{i}]", "a str", type(text).__name__, error=TypeError)
+    return list(texts)
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        C.fail("batch_size", "a positive integer", repr(batch_size), "16 suits small models on a CPU.")
+    return batch_size
+
+
+def _check_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if dtype not in DTYPES:
+        C.fail("dtype", 'None, "float32", "bfloat16", "float16" or a floating torch.dtype', repr(dtype))
+    return DTYPES[dtype]
+
+
+def _check_checkpoint(path: Path) -> None:
+    """A local folder with config.json and safetensors weights; pickle weights are refused with the way out."""
+    if not path.exists():
+        C.fail("path", "a local model directory", f"{str(path)!r}, which does not exist",
+               "Models load from a local folder only (nothing is downloaded); save one with save_pretrained(dir).",
+               error=FileNotFoundError)
+    if not path.is_dir():
+        C.fail("path", "a model directory (config.json, model.safetensors, tokenizer files)", f"the file {path}",
+               "Pass the folder that holds it.", error=NotADirectoryError)
+    if not (path / "config.json").is_file():
+        C.fail("path", "a model directory with config.json", f"{path} without it",
+               "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
+    if any((path / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES)
+                     or p.name.endswith(".bin.index.json"))
+    if pickles:
+        C.fail("path", "a model directory with safetensors weights (model.safetensors)",
+               f"{path} with pickle weights only ({', '.join(pickles)})",
+               "kdlens never unpickles weights (loading a pickle can run code). If you trust the file, convert "
+               "it once: AutoModelForCausalLM.from_pretrained(dir, use_safetensors=False).save_pretrained(dir) "
+               "writes model.safetensors (transformers 4.x: pass safe_serialization=True); then load it here.")
+    C.fail("path", "a model directory with safetensors weights (model.safetensors)", f"{path} without weights",
+           "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool):
+    """The folder's tokenizer as saved.
+
+    A generic fast tokenizer (tokenizer_config.json naming ``TokenizersBackend`` / ``PreTrainedTokenizerFast``) is
+    its tokenizer.json, loaded as is. ``AutoTokenizer`` is not used for it: transformers 5 replaces the class with
+    the model type's own for some types (qwen2, phi3, ...), which rebuilds the pre-tokenizer and normaliser from the
+    vocabulary, so a word-level tokenizer saved beside a Qwen2 model would silently tokenize differently.
+    """
+    transformers = _transformers()
+    config = path / "tokenizer_config.json"
+    declared = io.read_json(config).get("tokenizer_class") if config.is_file() else None
+    if declared in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
+        return transformers.PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+
+
+def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) token ids and attention mask from ragged rows, padded on ``side``."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        cols = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        ids[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
+class LanguageModel:
+    """A causal LM and its tokenizer, with the text-level operations kdlens needs.
+
+    Parameters
+    ----------
+    model : a Hugging Face causal LM (``model(input_ids, attention_mask=...).logits`` of shape (B, T, V))
+    tokenizer : its tokenizer; scoring, hidden states and token logits need a fast one (character offsets)
+    name : str, how reports refer to it
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from kdlens.subjects.word_tokenizer import build_word_tokenizer
+    >>> tok = build_word_tokenizer(["the cat sat on the mat ."])
+    >>> _ = torch.manual_seed(0)
+    >>> net = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+    ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    >>> lm = LanguageModel(net, tok, "toy")
+    >>> score = lm.score(["the cat"], [" sat on the mat"])[0]
+    >>> score.tokens, score.offsets[0], score.token_logprobs.shape
+    (['sat', 'on', 'the', 'mat'], (1, 4), torch.Size([4]))
+    >>> states = lm.hidden_states(["the cat sat"])[0]
+    >>> list(states.layers), states.layers["layers.1"].shape, states.offsets
+    (['embed', 'layers.0', 'layers.1'], torch.Size([4, 32]), [(0, 0), (0, 3), (4, 7), (8, 11)])
+    >>> pool_by_spans(states.layers["layers.1"], states.offsets, word_spans("the cat sat")).shape
+    torch.Size([3, 32])
+    >>> lm.token_logits(["the cat"])[0].logits.shape  # (T, V): bos, the, cat
+    torch.Size([3, 10])
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, name: str = "model") -> None:
+        transformers = _transformers()
+        if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+            C.fail("model", "a Hugging Face causal LM (AutoModelForCausalLM)", type(model).__name__,
+                   error=TypeError)
+        if not isinstance(tokenizer, transformers.PreTrainedTokenizerBase):
+            C.fail("tokenizer", "a Hugging Face tokenizer (AutoTokenizer)", type(tokenizer).__name__,
+                   error=TypeError)
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype | None = None,
+                        device: str | torch.device = "cpu", trust_remote_code: bool = False,
+                        name: str | None = None) -> LanguageModel:
+        """Load model and tokenizer from a local directory (``save_pretrained`` layout, safetensors weights).
+
+        ``dtype``: "float32", "bfloat16", "float16", a torch dtype, or None for the checkpoint's own (config.json).
+        ``trust_remote_code``: run model code shipped in the folder; off unless you trust it. Nothing is
+        downloaded (``local_files_only=True``). A missing folder raises FileNotFoundError; pickle-only weights
+        (``pytorch_model.bin``) raise ValueError saying how to convert them. The model is returned in eval mode.
+
+        >>> LanguageModel.from_pretrained("no/such/dir")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: Expected `path` to be a local model directory, but got 'no/such/dir', which does not ...
+        """
+        path = Path(path)
+        torch_dtype = _check_dtype(dtype)
+        if not isinstance(trust_remote_code, bool):
+            C.fail("trust_remote_code", "True or False", repr(trust_remote_code), error=TypeError)
+        _check_checkpoint(path)
+        transformers = _transformers()
+        # transformers renamed `torch_dtype` to `dtype` in 4.56 (the old name warns in 5.x).
+        major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
+            **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
+        tokenizer = _load_tokenizer(path, trust_remote_code)
+        model.to(device).eval()
+        return cls(model, tokenizer, name or path.name)
+
+    # ---- properties ---------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model accepts (config ``max_position_embeddings``), or None if unknown."""
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+            value = getattr(self.model.config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
+    def vocab_size(self) -> int:
+        """Width V of the logits (the output embedding's rows; may exceed the tokenizer's vocabulary)."""
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if head is not None and hasattr(head, "weight"):
+            return int(head.weight.shape[0])
+        return int(self.model.config.vocab_size)
+
+    @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's pad id, else its eos id (padded positions are masked, so any id serves)."""
+        for value in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if value is not None:
+                return int(value)
+        return 0
+
+    # ---- tokenization and forward passes -----------------------------------------------------------------------
+
+    def encode(self, texts: list[str], name: str = "texts[{i}]", extra_positions: int = 0,
+               offsets: bool = True) -> list[Encoding]:
+        """Token ids (special tokens included) and character spans per text, checked against ``max_positions``.
+
+        ``name`` (with ``{i}`` for the index) is how an error names a text too long for the model, counting
+        ``extra_positions`` tokens still to be generated.
+        """
+        if offsets and not self.tokenizer.is_fast:
+            C.fail("tokenizer", "a fast tokenizer (character offsets are needed)", type(self.tokenizer).__name__,
+                   "Load it with AutoTokenizer.from_pretrained(dir, use_fast=True) from a folder with "
+                   "tokenizer.json.", error=TypeError)
+        enc = self.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=offsets)
+        spans = enc["offset_mapping"] if offsets else [[] for _ in texts]
+        out = [Encoding(list(ids), [tuple(span) for span in row]) for ids, row in zip(enc["input_ids"], spans,
+                                                                                      strict=True)]
+        limit = self.max_positions
+        for i, (text, e) in enumerate(zip(texts, out, strict=True)):
+            if limit is not None and len(e.ids) + extra_positions > limit:
+                needed = f"{len(e.ids)} tokens" + (f" + {extra_positions} new" if extra_positions else "")
+                C.fail(name.format(i=i), f"at most {limit} tokens ({self.name}'s max_position_embeddings)",
+                       f"{needed} ({len(text)} characters)", "Shorten the text (or generate fewer tokens).")
+        return out
+
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode and no gradients for the block; the model's mode is restored afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _forward(self, rows: list[list[int]], **kwargs):
+        ids, mask = _pad(rows, self.pad_token_id, "right")
+        return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+
+    def _token_strings(self, ids: list[int]) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    # ---- public operations -------------------------------------------------------------------------------------
+
+    def score(self, contexts: list[str], continuations: list[str], batch_size: int = 16) -> list[ContinuationScore]:
+        """Log-probability of each continuation given its context, token by token.
+
+        Each pair is tokenized as the one text ``context + continuation`` (the tokenizer sees the real text; put
+        the separating space where it belongs, usually at the start of the continuation). The continuation's tokens
+        run from the first whose character span ends after the context (a token straddling the seam counts as the
+        continuation's) to the last token with text (an eos a tokenizer appends is not scored). Batches are
+        right-padded; results equal scoring one pair at a time.
+
+        Parameters
+        ----------
+        contexts, continuations : lists of str of equal length n; continuations non-empty
+        batch_size : int, pairs per forward pass
+
+        Returns
+        -------
+        list of n :class:`ContinuationScore` (natural-log probabilities, nats)
+        """
+        contexts = check_texts(contexts, "contexts")
+        continuations = check_texts(continuations, "continuations")
+        batch_size = check_batch_size(batch_size)
+        if len(contexts) != len(continuations):
+            C.fail("contexts` and `continuations", "lists of the same length",
+                   f"{len(contexts)} and {len(continuations)}", "Pair every context with one continuation.")
+        for i, continuation in enumerate(continuations):
+            if not continuation:
+                C.fail(f"continuations[{i}]", "a non-empty str", "''", "There is nothing to score.")
+        encodings = self.encode([c + k for c, k in zip(contexts, continuations, strict=True)],
+                                "contexts[{i}] + continuations[{i}]")
+        positions = []  # per pair: indices of the continuation's tokens in the joint sequence
+        for i, (context, e) in enumerate(zip(contexts, encodings, strict=True)):
+            texty = [t for t, (start, end) in enumerate(e.offsets) if end > start]  # special tokens have no text
+            first = next((t for t in texty if e.offsets[t][1] > len(context)), None)
+            if first is None:
+                C.fail(f"continuations[{i}]", "text that gives at least one token",
+                       f"{continuations[i]!r}, which gives none after the context")
+            if first == 0:
+                C.fail(f"contexts[{i}]", "a context that leaves a token before the continuation's first",
+                       repr(context), "Nothing predicts the first token: give a context (or a tokenizer that adds "
+                       "a BOS token).")
+            picked = list(range(first, texty[-1] + 1))  # through the last token with text (not an appended eos)
+            positions.append(picked)
+
+        results = []
+        with self._inference():
+            for lo in range(0, len(encodings), batch_size):
+                chunk = encodings[lo:lo + batch_size]
+                logits = self._forward([e.ids for e in chunk]).logits  # (B, T, V)
+                for b, e in enumerate(chunk):
+                    picked = positions[lo + b]
+                    where = torch.tensor(picked, device=logits.device)
+                    logprobs = logits[b, where - 1].float().log_softmax(-1)  # (k, V): row t - 1 predicts token t
+                    targets = torch.tensor([e.ids[t] for t in picked], device=logits.device)
+                    token_logprobs = logprobs.gather(1, targets[:, None])[:, 0].cpu()  # (k,)
+                    seam = len(contexts[lo + b])
+                    total = float(token_logprobs.double().sum())
+                    results.append(ContinuationScore(
+                        token_logprobs=token_logprobs, tokens=self._token_strings([e.ids[t] for t in picked]),
+                        offsets=[(max(e.offsets[t][0] - seam, 0), max(e.offsets[t][1] - seam, 0)) for t in picked],
+                        total=total, mean=total / len(picked)))
+        return results
+
+    def hidden_states(self, texts: list[str], batch_size: int = 16) -> list[HiddenStates]:
+        """Every layer's per-token hidden states for each text: "embed", then "layers.0" ... "layers.{L-1}".
+
+        These are Hugging Face's ``output_hidden_states``: the embedding output, then each block's output, except
+        that the last entry is taken after the model's final norm (as transformers returns it). Tensors are
+        (T, d) float32 on the CPU, T counting special tokens (a BOS has the empty span (0, 0)).
+        """
+        texts = check_texts(texts, "texts")
+        batch_size = check_batch_size(batch_size)
+        encodings = self.encode(texts)
+        results = []
+        with self._inference():
+            for lo in range(0, len(encodings), batch_size):
+                chunk = encodings[lo:lo + batch_size]
+                states = self._forward([e.ids for e in chunk], output_hidden_states=True).hidden_states
+                names = ["embed"] + [f"layers.{i}" for i in range(len(states) - 1)]
+                for b, e in enumerate(chunk):
+                    n = len(e.ids)
+                    layers = {name: h[b, :n].float().cpu() for name, h in zip(names, states, strict=True)}
+                    results.append(HiddenStates(layers, e.offsets, self._token_strings(e.ids)))
+        return results
+
+    def token_logits(self, texts: list[str], batch_size: int = 16) -> list[TokenLogits]:
+        """(T, V) next-token logits per text (float32, CPU), with ids, spans and token strings, for token-level KD."""
+        texts = check_texts(texts, "texts")
+        batch_size = check_batch_size(batch_size)
+        encodings = self.encode(texts)
+        results = []
+        with self._inference():
+            for lo in range(0, len(encodings), batch_size):
+                chunk = encodings[lo:lo + batch_size]
+                logits = self._forward([e.ids for e in chunk]).logits  # (B, T, V)
+                for b, e in enumerate(chunk):
+                    results.append(TokenLogits(logits[b, :len(e.ids)].float().cpu(), torch.tensor(e.ids),
+                                               e.offsets, self._token_strings(e.ids)))
+        return results
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
+                 stop: str | None = None) -> list[str]:
+        """Continue each prompt; greedy by default. See :func:`kdlens.subjects.lm_generate.generate`."""
+        from kdlens.subjects.lm_generate import generate
+
+        return generate(self, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                        top_p=top_p, seed=seed, batch_size=batch_size, stop=stop)
+
+    def same_vocabulary(self, other: LanguageModel) -> bool:
+        """True when both tokenizers map the same tokens to the same ids and both logits have the same width."""
+        if not isinstance(other, LanguageModel):
+            C.fail("other", "a LanguageModel", type(other).__name__, error=TypeError)
+        return _vocabulary_difference(self, other) is None
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.name!r}, {type(self.model).__name__}, vocab {len(self.tokenizer)})"
+
+
+def _vocabulary_difference(teacher: LanguageModel, student: LanguageModel) -> str | None:
+    t_vocab, s_vocab = teacher.tokenizer.get_vocab(), student.tokenizer.get_vocab()
+    if t_vocab != s_vocab:
+        t_tokens = {i: tok for tok, i in t_vocab.items()}
+        s_tokens = {i: tok for tok, i in s_vocab.items()}
+        first = next(i for i in range(max(len(t_vocab), len(s_vocab)) + 1) if t_tokens.get(i) != s_tokens.get(i))
+        return (f"teacher has {len(t_vocab)} tokens, student {len(s_vocab)}; the first differing token is id "
+                f"{first} (teacher {t_tokens.get(first)!r}, student {s_tokens.get(first)!r})")
+    if teacher.vocab_size != student.vocab_size:
+        return f"one tokenizer but logits of width {teacher.vocab_size} (teacher) and {student.vocab_size} (student)"
+    return None
+
+
+def check_same_vocabulary(teacher: LanguageModel, student: LanguageModel) -> None:
+    """Raise ValueError, naming the first difference, unless token-level KD can compare the two models' logits."""
+    for name, lm in (("teacher", teacher), ("student", student)):
+        if not isinstance(lm, LanguageModel):
+            C.fail(name, "a LanguageModel", type(lm).__name__, error=TypeError)
+    difference = _vocabulary_difference(teacher, student)
+    if difference is not None:
+        C.fail("student", "a model with the teacher's vocabulary (token-level KD needs one vocabulary)", difference,
+               "Use sequence-level KD (train on the teacher's generated text) instead.")
+
+
+def word_spans(text: str) -> list[Span]:
+    """(start, end) character spans of the whitespace-separated words of ``text``.
+
+    >>> word_spans("the cat  sat.")
+    [(0, 3), (4, 7), (9, 13)]
+    """
+    return [match.span() for match in re.finditer(r"\S+", text)]
+
+
+def pool_by_spans(states: torch.Tensor, offsets: Sequence[Span], spans: Sequence[Span]) -> torch.Tensor:
+    """Average the token states that overlap each character span: one row per span, whatever the tokenizer.
+
+    Two models that tokenize a text differently give comparable (len(spans), d) matrices this way (per word with
+    :func:`word_spans`, per sentence, per answer). A token overlaps [start, end) when its own non-empty span
+    intersects it; special tokens (empty spans) never count.
+
+    Parameters
+    ----------
+    states : (T, d) tensor, one row per token
+    offsets : T (start, end) character spans of the tokens
+    spans : (start, end) character spans to pool over
+
+    Returns
+    -------
+    (len(spans), d) tensor in ``states``' dtype
+
+    Examples
+    --------
+    >>> states = torch.tensor([[0.0], [1.0], [3.0], [5.0]])
+    >>> pool_by_spans(states, [(0, 0), (0, 2), (2, 4), (5, 8)], [(0, 4), (5, 8)])
+    tensor([[2.],
+            [5.]])
+    """
+    states = C.as_float(states, "states")
+    C.check_ndim(states, "states", 2, "(T, d)")
+    if len(offsets) != states.shape[0]:
+        C.fail("offsets", f"one span per row of states ({states.shape[0]})", f"{len(offsets)} spans")
+    if len(spans) == 0:
+        C.fail("spans", "at least one (start, end) span", "none")
+    tok = torch.as_tensor([tuple(o) for o in offsets], dtype=torch.long).reshape(-1, 2)  # (T, 2)
+    want = torch.as_tensor([tuple(s) for s in spans], dtype=torch.long).reshape(-1, 2)  # (S, 2)
+    overlap = ((tok[None, :, 0] < want[:, None, 1]) & (tok[None, :, 1] > want[:, None, 0])
+               & (tok[None, :, 1] > tok[None, :, 0]))  # (S, T)
+    counts = overlap.sum(1)  # (S,)
+    if bool((counts == 0).any()):
+        i = int((counts == 0).nonzero()[0])
+        C.fail(f"spans[{i}]", "a span that overlaps at least one token", f"{tuple(spans[i])}, which overlaps none",
+               "Spans are character positions in the text the offsets came from; whitespace alone has no tokens.")
+    weights = overlap.to(states.dtype) / counts[:, None].to(states.dtype)  # (S, T), rows sum to 1
+    return weights.to(states.device) @ states  # (S, d)

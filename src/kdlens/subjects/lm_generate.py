@@ -1,0 +1,136 @@
+"""Batched generation for a :class:`~kdlens.subjects.lm.LanguageModel`: greedy or seeded sampling, text out.
+
+Prompts are left-padded by hand (ids and attention mask built here), so the tokenizer's ``padding_side`` is never
+touched. Decoding goes through ``transformers``' ``generate`` with every knob that picks tokens set explicitly:
+transformers fills the knobs a call leaves unset from the checkpoint's ``generation_config.json`` (a ``top_k`` or
+``repetition_penalty`` there would otherwise change what "greedy" or "temperature 1" mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING
+
+import torch
+
+from kdlens.measures import _checks as C
+from kdlens.subjects.lm import _pad, check_batch_size, check_texts
+
+if TYPE_CHECKING:
+    from kdlens.subjects.lm import LanguageModel
+
+
+def _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        C.fail("max_new_tokens", "a positive integer", repr(max_new_tokens))
+    if not isinstance(do_sample, bool):
+        C.fail("do_sample", "True or False", repr(do_sample), error=TypeError)
+    C.check_positive(temperature, "temperature")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        C.fail("top_p", "a number in (0, 1]", repr(top_p), "1.0 samples from the whole distribution.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        C.fail("seed", "an integer", repr(seed), error=TypeError)
+    if stop is not None and (not isinstance(stop, str) or not stop):
+        C.fail("stop", "None or a non-empty str", repr(stop))
+
+
+def eos_token_ids(lm: LanguageModel) -> list[int]:
+    """The ids that end a generation: the tokenizer's eos and any the model's generation config names."""
+    ids = [lm.tokenizer.eos_token_id]
+    configured = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def _generation_config(lm: LanguageModel, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float):
+    from transformers import GenerationConfig
+
+    knobs = dict(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=do_sample, num_beams=1,
+                 repetition_penalty=1.0, no_repeat_ngram_size=0, pad_token_id=lm.pad_token_id,
+                 eos_token_id=eos_token_ids(lm) or None, use_cache=True)
+    if do_sample:  # plain temperature + nucleus sampling: top-k (50 by transformers' default), min-p, typical off
+        knobs.update(temperature=float(temperature), top_p=float(top_p), top_k=0, min_p=0.0, typical_p=1.0)
+    else:  # neutral values, so a checkpoint's sampling settings neither leak in nor raise "unused flag" warnings
+        knobs.update(temperature=1.0, top_p=1.0, top_k=50, typical_p=1.0)
+    return GenerationConfig(**knobs)
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generator for the block and put the caller's random state back afterwards."""
+    devices = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if device.type == "cpu" else device.type):
+        torch.manual_seed(seed)
+        yield
+
+
+def _continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """The text the new tokens add to the prompt, spaces included (decoding new tokens alone can drop a space)."""
+    head = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    if full.startswith(head):
+        return full[len(head):]
+    return tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
+             stop: str | None = None) -> list[str]:
+    """Continue each prompt and return only the new text.
+
+    Greedy by default (batched results equal one-at-a-time results); with ``do_sample=True`` tokens are drawn at
+    ``temperature`` from the smallest set of probability ``top_p``, from a generator seeded with ``seed`` (the same
+    seed and batch size give the same texts; the caller's random state is left as it was). Generation ends at an
+    eos token or after ``max_new_tokens``; the text is then cut before the first ``stop`` string, if given.
+
+    Parameters
+    ----------
+    lm : the LanguageModel
+    prompts : list of n str
+    max_new_tokens : int >= 1; prompt tokens + max_new_tokens must fit the model's max positions
+    do_sample, temperature, top_p, seed : decoding; temperature > 0, top_p in (0, 1]
+    batch_size : int, prompts per ``generate`` call
+    stop : str or None
+
+    Returns
+    -------
+    list of n str, the continuations (for word-level tokenizers, words joined by spaces, with a leading space)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from kdlens.subjects.lm import LanguageModel
+    >>> from kdlens.subjects.word_tokenizer import build_word_tokenizer
+    >>> tok = build_word_tokenizer(["one two three four ."])
+    >>> _ = torch.manual_seed(0)
+    >>> net = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+    ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    >>> texts = generate(LanguageModel(net, tok), ["one two", "three"], max_new_tokens=3)
+    >>> len(texts), all(isinstance(t, str) for t in texts)
+    (2, True)
+    """
+    prompts = check_texts(prompts, "prompts")
+    batch_size = check_batch_size(batch_size)
+    _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop)
+    encodings = lm.encode(prompts, "prompts[{i}]", extra_positions=max_new_tokens, offsets=False)
+    for i, e in enumerate(encodings):
+        if not e.ids:
+            C.fail(f"prompts[{i}]", "a prompt of at least one token", "none",
+                   "Give a prompt, or use a tokenizer that adds a BOS token.")
+    config = _generation_config(lm, max_new_tokens, do_sample, temperature, top_p)
+    stops = set(eos_token_ids(lm))
+    device = lm.device
+    texts = []
+    with lm._inference(), (_seeded(seed, device) if do_sample else nullcontext()):
+        for lo in range(0, len(encodings), batch_size):
+            chunk = encodings[lo:lo + batch_size]
+            ids, mask = _pad([e.ids for e in chunk], lm.pad_token_id, "left")  # (B, T)
+            out = lm.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                    generation_config=config)  # (B, T + new)
+            for e, row in zip(chunk, out[:, ids.shape[1]:].tolist(), strict=True):
+                ended = next((j for j, token in enumerate(row) if token in stops), len(row))
+                text = _continuation_text(lm.tokenizer, e.ids, row[:ended])
+                texts.append(text if stop is None or stop not in text else text[:text.index(stop)])
+    return texts
