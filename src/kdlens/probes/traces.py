@@ -1,0 +1,121 @@
+"""Reasoning-trace probes: is a model's step-by-step answer right, are its steps right, and are they its teacher's?
+
+A trace is checked by its task's own checker (:mod:`kdlens.tasks.chains`, :mod:`kdlens.tasks.babi`), which reads
+either trace style and never raises on model output. From the checks this module gives, for one model:
+
+- accuracy (answers) and trace accuracy (every gold step stated right, no wrong sentence);
+- the trace x answer contingency table, P(correct answer | correct trace), P(correct answer | wrong trace), and the
+  chi-square / Fisher test of their independence (:func:`kdlens.measures.independence_test`);
+- against a teacher's traces on the same questions: answer agreement, step agreement (both right on a gold step)
+  and corpus BLEU of the student's traces against the teacher's, the literature's text-overlap score;
+- all of it by difficulty (the number of steps for chains), where chains break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kdlens import measures as M
+from kdlens.errors import fail
+from kdlens.tasks import babi, chains
+from kdlens.tasks._text import TraceCheck
+
+TASKS = {chains.ChainExample: chains, babi.BabiExample: babi}
+
+
+def task_name(example) -> str:
+    """``"chains"`` or ``"babi"``: the task an example comes from."""
+    module = TASKS.get(type(example))
+    if module is None:
+        fail("example", "a ChainExample or a BabiExample", type(example).__name__)
+    return module.__name__.rsplit(".", 1)[-1]
+
+
+def check_traces(examples: Sequence, texts: Sequence[str]) -> list[TraceCheck]:
+    """Each text checked by its example's task (texts are model outputs: anything goes, nothing raises)."""
+    if len(examples) != len(texts):
+        fail("examples` and `texts", "one text per example", f"{len(examples)} examples and {len(texts)} texts")
+    if not examples:
+        fail("examples", "at least one example", "none")
+    for e in examples:
+        task_name(e)  # an unknown example type is an error before any checking
+    return [TASKS[type(e)].check_trace(e, t) for e, t in zip(examples, texts, strict=True)]
+
+
+def generate_traces(model, examples: Sequence, max_new_tokens: int = 160, batch_size: int = 32) -> list[str]:
+    """Greedy traces of a :class:`~kdlens.subjects.LanguageModel` for each example's prompt (one per example)."""
+    return model.generate([e.prompt for e in examples], max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def _summary(checks: list[TraceCheck], teacher: list[TraceCheck] | None, texts: list[str],
+             teacher_texts: list[str] | None) -> dict:
+    answer = [c.answer_correct for c in checks]
+    trace = [c.trace_correct for c in checks]
+    table = M.trace_answer_table(trace, answer)
+    out = {"n": len(checks), "accuracy": sum(answer) / len(answer), "trace_accuracy": sum(trace) / len(trace),
+           "table": table.as_dict(), "independence": M.independence_test(table).as_dict()}
+    if teacher is not None:
+        agree = [s.answer is not None and s.answer == t.answer for s, t in zip(checks, teacher, strict=True)]
+        out["answer_agreement"] = sum(agree) / len(agree)
+        out["step_agreement"] = M.step_agreement([t.steps_correct for t in teacher], [s.steps_correct for s in checks],
+                                                 kind="correctness")
+        out["bleu"] = M.bleu(texts, teacher_texts, smooth="floor")
+    return out
+
+
+def trace_figures(examples: Sequence, texts: Sequence[str], teacher_texts: Sequence[str] | None = None) -> dict:
+    """Everything this module measures for one model's traces, overall, per task and per difficulty.
+
+    Parameters
+    ----------
+    examples : n lab examples (chains and babi may be mixed)
+    texts : n generated traces of the model under test, one per example
+    teacher_texts : n traces of the teacher on the same examples (turns on agreement, step agreement, BLEU)
+
+    Returns
+    -------
+    dict (JSON-ready): ``overall`` and ``tasks[name]`` each with ``n``, ``accuracy``, ``trace_accuracy``,
+    ``table`` (counts, P(CA | CT), P(CA | IT)), ``independence`` (chi-square, Fisher), and with a teacher
+    ``answer_agreement``, ``step_agreement``, ``bleu``; ``tasks[name]["by_difficulty"]`` the same per difficulty.
+
+    Examples
+    --------
+    >>> from kdlens.tasks import chains
+    >>> examples = chains.make_split(chains.ChainsConfig(max_steps=3), "test", 20)
+    >>> gold = [chains.write_trace(e, "teacher") for e in examples]
+    >>> figures = trace_figures(examples, gold, teacher_texts=gold)
+    >>> figures["overall"]["accuracy"], figures["overall"]["step_agreement"]
+    (1.0, 1.0)
+    """
+    texts = list(texts)
+    checks = check_traces(examples, texts)
+    teacher = check_traces(examples, list(teacher_texts)) if teacher_texts is not None else None
+    teacher_texts = list(teacher_texts) if teacher_texts is not None else None
+
+    def part(indices: list[int]) -> dict:
+        return _summary([checks[i] for i in indices], [teacher[i] for i in indices] if teacher else None,
+                        [texts[i] for i in indices], [teacher_texts[i] for i in indices] if teacher else None)
+
+    out: dict = {"overall": part(list(range(len(examples)))), "tasks": {}}
+    names = [task_name(e) for e in examples]
+    for name in dict.fromkeys(names):
+        mine = [i for i, n in enumerate(names) if n == name]
+        entry = part(mine)
+        levels = sorted({examples[i].difficulty for i in mine})
+        entry["by_difficulty"] = [{"difficulty": level, **part([i for i in mine if examples[i].difficulty == level])}
+                                  for level in levels]
+        out["tasks"][name] = entry
+    return out
+
+
+def per_example(examples: Sequence, texts: Sequence[str]) -> list[dict]:
+    """One JSON-ready row per example: task, difficulty, answer, correctness, and each sentence marked right,
+    wrong or not a step (for the report's sample traces)."""
+    rows = []
+    for i, (e, c, text) in enumerate(zip(examples, check_traces(examples, list(texts)), texts, strict=True)):
+        rows.append({"index": i, "task": task_name(e), "difficulty": e.difficulty, "prompt": e.prompt,
+                     "gold": e.answer, "answer": c.answer, "answer_correct": c.answer_correct,
+                     "trace_correct": c.trace_correct, "text": text,
+                     "sentences": [{"text": s, "correct": ok} for s, ok in
+                                   zip(c.sentences, c.sentence_correct, strict=True)]})
+    return rows
