@@ -112,6 +112,27 @@ def lab_vision(
     console.print(table)
 
 
+@lab_app.command("lm")
+def lab_lm(
+    root: Path = typer.Option(Path("runs/lab"), help="Folder for labs; each recipe gets its own hashed subfolder."),
+    config: Path = typer.Option(None, help="YAML recipe (LMLabConfig) instead of the default one."),
+    device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Train the language-model lab: a Llama teacher and base student on chains and babi traces, then students
+    distilled from the base student (sequence-level, token-level at T = 1, 2, 5, reverse KL, GJSD, perturbed)."""
+    from kdlens.lab import lm
+
+    recipe = _load(config, lm.LMLabConfig) if config else None
+    lab = lm.build(root, recipe, device=device)
+    table = Table(title=escape(f"language-model lab: {lab.root}"))
+    for column in ("model", "loss (last epoch)", "seconds"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, record in lab.metrics.items():
+        loss = record.get("loss")
+        table.add_row(name, "-" if loss is None else f"{loss:.4f}", f"{record.get('seconds', 0):.0f}")
+    console.print(table)
+
+
 @app.command()
 def audit(
     config: Path = typer.Argument(..., help="YAML: run_dir, data, teacher, students, baselines, probes, selection."),

@@ -1,0 +1,200 @@
+"""The language-model lab: a teacher and a smaller base student (real Hugging Face Llama configs) trained here on
+reasoning tasks whose every step can be checked, and students distilled from the base student in the ways people
+compare.
+
+- ``teacher``: trained on the teacher-style traces of ``chains`` and ``babi`` (verbose sentences);
+- ``base_student``: the smaller model trained on the student-style traces (terse, another order), so a sentence's
+  style tells which model it came from;
+- ``generations``: the teacher's greedy traces for the transfer prompts;
+- students, each fine-tuned from the base student on those prompts: ``seq_kd`` (cross-entropy on the teacher's
+  traces), ``token_fkl_t1`` / ``_t2`` / ``_t5`` (forward KL at T = 1, 2, 5 on the same sequences), ``token_rkl``
+  (reverse KL), ``token_gjsd`` (generalized JSD), and ``perturbed`` (babi traces with a wrong category and
+  non-supporting facts but the gold answer, chains traces as the teacher wrote them).
+
+Everything lands in ``<root>/lm-<hash>/`` (the hash of the recipe); each part is a stage of ``manifest.json``, so a
+second call loads and a killed build resumes. Models are saved with ``save_pretrained`` (safetensors) beside the
+lab's word-level tokenizer and reloaded through :meth:`kdlens.subjects.LanguageModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from kdlens import io
+from kdlens.config import StrictModel, dump_yaml
+from kdlens.distill.config import TrainConfig
+from kdlens.distill.lm import TokenKD, train_lm
+from kdlens.distill.trainer import RUN_SETTINGS
+from kdlens.stages import Stages
+from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer
+from kdlens.tasks import babi, chains
+from kdlens.tasks.babi import BabiConfig
+from kdlens.tasks.chains import ChainsConfig
+
+KD_STUDENTS = {
+    "token_fkl_t1": TokenKD(loss="forward_kl", temperature=1.0),
+    "token_fkl_t2": TokenKD(loss="forward_kl", temperature=2.0),
+    "token_fkl_t5": TokenKD(loss="forward_kl", temperature=5.0),
+    "token_rkl": TokenKD(loss="reverse_kl"),
+    "token_gjsd": TokenKD(loss="gjsd", beta=0.5),
+}
+STUDENTS = ("seq_kd", *KD_STUDENTS, "perturbed")
+
+
+class LlamaSpec(StrictModel):
+    """A Llama config's size (vocabulary and special token ids come from the lab's tokenizer)."""
+
+    hidden_size: int = Field(ge=8)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    max_position_embeddings: int = Field(256, ge=16)
+
+
+class LMLabConfig(StrictModel):
+    """The recipe; its hash names the lab's folder (run settings such as ``progress`` and ``device`` left out)."""
+
+    chains: ChainsConfig = Field(default_factory=lambda: ChainsConfig(
+        max_steps=5, start_range=(0, 9), operand_range=(1, 9), multiplier_range=(2, 3), max_value=30))
+    babi: BabiConfig = Field(default_factory=BabiConfig)
+    n_train: int = Field(2000, ge=1, description="examples per task for the teacher and the base student")
+    n_transfer: int = Field(1000, ge=1, description="prompts per task the teacher answers for distillation")
+    teacher_model: LlamaSpec = LlamaSpec(hidden_size=96, num_hidden_layers=3)
+    student_model: LlamaSpec = LlamaSpec(hidden_size=48, num_hidden_layers=2)
+    teacher_train: TrainConfig = TrainConfig(epochs=12, batch_size=64, lr=3e-3)
+    student_train: TrainConfig = TrainConfig(epochs=12, batch_size=64, lr=3e-3)
+    distill_train: TrainConfig = TrainConfig(epochs=4, batch_size=64, lr=1e-3)
+    students: list[str] = Field(default_factory=lambda: list(STUDENTS))
+    max_new_tokens: int = Field(160, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class LMLab:
+    """A built lab: where each model lives and what each stage recorded."""
+
+    root: Path
+    config: LMLabConfig
+    model_dirs: dict[str, Path]
+    metrics: dict[str, dict]
+
+    def model(self, name: str, device: str = "cpu") -> LanguageModel:
+        """``"teacher"``, ``"base_student"`` or a student's name, loaded through the subject's loading code."""
+        return LanguageModel.from_pretrained(self.model_dirs[name], device=device, name=name)
+
+
+def _module(example):
+    return chains if isinstance(example, chains.ChainExample) else babi
+
+
+def examples(config: LMLabConfig, split: str, n: int) -> list:
+    """``n`` chains then ``n`` babi examples of ``split``."""
+    return chains.make_split(config.chains, split, n) + babi.make_split(config.babi, split, n)
+
+
+def recipe_hash(config: LMLabConfig) -> str:
+    exclude = {"students": True, "teacher_train": RUN_SETTINGS, "student_train": RUN_SETTINGS,
+               "distill_train": RUN_SETTINGS}
+    return io.stable_hash(config.model_dump(mode="json", exclude=exclude))
+
+
+def _llama(spec: LlamaSpec, vocab_size: int, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, intermediate_size=2 * spec.hidden_size,
+                                        tie_word_embeddings=False, **spec.model_dump(), **SPECIAL_TOKEN_IDS))
+
+
+def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, progress: bool = True,
+          device: str = "cpu") -> LMLab:
+    """Build (or load) the language-model lab under ``root`` (see the module docstring for its parts).
+
+    Returns
+    -------
+    LMLab: the folder of every model (``save_pretrained`` layout with the tokenizer) and each stage's record
+    (seconds; for trained models the last epoch's mean loss terms).
+    """
+    config = config or LMLabConfig()
+    root = Path(root) / f"lm-{recipe_hash(config)}"
+    io.atomic_write_text(root / "config.yaml", dump_yaml(config))
+    stages = Stages(root)
+    train = functools.cache(lambda: examples(config, "train", config.n_train))
+    transfer = functools.cache(lambda: examples(config, "validation", config.n_transfer))
+    run = {"progress": progress, "device": device}
+    tokenizer_dir = root / "tokenizer"
+
+    def make_tokenizer() -> dict:
+        texts = [e.prompt for e in train()] + [_module(e).write_trace(e, style) for e in train()
+                                               for style in ("teacher", "student")]
+        tokenizer = build_word_tokenizer(texts)
+        tokenizer.save_pretrained(tokenizer_dir)
+        return {"vocab_size": len(tokenizer)}
+
+    metrics = {"tokenizer": stages.run("tokenizer", {"recipe": recipe_hash(config)}, make_tokenizer,
+                                       folder=tokenizer_dir)}
+
+    def fit(name: str, spec: LlamaSpec, style: str, seed: int, train_config: TrainConfig) -> dict:
+        tok = _load_tokenizer(tokenizer_dir)
+        model = _llama(spec, len(tok), seed)
+        prompts = [e.prompt for e in train()]
+        targets = [_module(e).write_trace(e, style) for e in train()]
+        result = train_lm(model, tok, prompts, targets, root / name, train_config.model_copy(update=run))
+        return {**result.history[-1], "parameters": sum(p.numel() for p in model.parameters())}
+
+    model_dirs = {"teacher": root / "teacher" / "model", "base_student": root / "base_student" / "model"}
+    metrics["teacher"] = stages.run("teacher", {"spec": config.teacher_model.model_dump(), "style": "teacher"},
+                                    functools.partial(fit, "teacher", config.teacher_model, "teacher", config.seed,
+                                                      config.teacher_train), folder=root / "teacher")
+    metrics["base_student"] = stages.run(
+        "base_student", {"spec": config.student_model.model_dump(), "style": "student"},
+        functools.partial(fit, "base_student", config.student_model, "student", config.seed + 1,
+                          config.student_train), folder=root / "base_student")
+    generations_path = root / "generations" / "transfer.json"
+
+    def generate() -> dict:
+        teacher = LanguageModel.from_pretrained(model_dirs["teacher"], device=device)
+        texts = teacher.generate([e.prompt for e in transfer()], max_new_tokens=config.max_new_tokens)
+        io.atomic_write_json(generations_path, {"prompts": [e.prompt for e in transfer()], "texts": texts})
+        return {"n": len(texts)}
+
+    # (the folder's name hashes the whole recipe, so within it a stage's inputs are its own settings only)
+    metrics["generations"] = stages.run("generations", {"max_new_tokens": config.max_new_tokens}, generate,
+                                        folder=root / "generations")
+
+    def distil(name: str) -> dict:
+        tok = _load_tokenizer(tokenizer_dir)
+        student = LanguageModel.from_pretrained(model_dirs["base_student"], device=device).model.train()
+        saved = io.read_json(generations_path)
+        prompts, targets = saved["prompts"], saved["texts"]
+        teacher = kd = None
+        if name == "perturbed":
+            rng = random.Random(config.seed)
+            prompts = [e.prompt for e in train()]
+            targets = [babi.perturb_trace(e, rng) if isinstance(e, babi.BabiExample) else
+                       chains.write_trace(e, "teacher") for e in train()]
+        elif name in KD_STUDENTS:
+            teacher, kd = LanguageModel.from_pretrained(model_dirs["teacher"], device=device).model, KD_STUDENTS[name]
+        result = train_lm(student, tok, prompts, targets, root / f"student-{name}",
+                          config.distill_train.model_copy(update=run), teacher=teacher, kd=kd)
+        return result.history[-1]
+
+    for name in config.students:
+        inputs = {"student": name, "kd": KD_STUDENTS[name].model_dump() if name in KD_STUDENTS else None}
+        metrics[name] = stages.run(f"student-{name}", inputs, functools.partial(distil, name),
+                                   folder=root / f"student-{name}")
+        model_dirs[name] = root / f"student-{name}" / "model"
+    return LMLab(root, config, model_dirs, metrics)
+
+
+def _load_tokenizer(directory: Path):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), pad_token="<pad>",
+                                   unk_token="<unk>", bos_token="<bos>", eos_token="<eos>")
