@@ -27,7 +27,7 @@ from kdlens.config import StrictModel
 from kdlens.distill import checkpoints
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.losses import generalized_jsd_loss, kd_loss, reverse_kl_loss
-from kdlens.distill.trainer import RUN_SETTINGS, _learning_rate, _optimizer
+from kdlens.distill.trainer import RUN_SETTINGS, _optimizer, optimizer_step
 from kdlens.errors import fail
 from kdlens.subjects.lm import LanguageModel, check_same_vocabulary
 
@@ -192,13 +192,7 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
                 if not torch.isfinite(loss):
                     fail("loss", "finite", f"{float(loss)} at epoch {epoch}, step {step}",
                          "Lower the learning rate.")
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(config, state["global_step"], total)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                state["global_step"] += 1
-                state["step_in_epoch"] = step + 1
+                optimizer_step(optimizer, loss, config, state, step, total)
                 for key, value in {"loss": float(loss.detach()), **parts}.items():
                     sums[key] = sums.get(key, 0.0) + value
                 bar.advance(loss=float(loss.detach()))

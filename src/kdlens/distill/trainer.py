@@ -80,6 +80,18 @@ def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, config: TrainConfig, state: dict, step: int,
+                   total: int) -> None:
+    """One update at the schedule's learning rate; advances the loop position in ``state``."""
+    for group in optimizer.param_groups:
+        group["lr"] = _learning_rate(config, state["global_step"], total)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    state["global_step"] += 1
+    state["step_in_epoch"] = step + 1
+
+
 def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -265,13 +277,7 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
                 if not torch.isfinite(loss):
                     C.fail("loss", "finite", f"{float(loss)} at epoch {epoch}, step {step} (terms {parts})",
                            "Lower the learning rate or the weight of the term that diverged.")
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(config, state["global_step"], total_steps)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                state["global_step"] += 1
-                state["step_in_epoch"] = step + 1
+                optimizer_step(optimizer, loss, config, state, step, total_steps)
                 last_step = {"loss": float(loss.detach()), **parts}
                 bar.advance(loss=last_step["loss"], acc=float((s_out.logits.argmax(-1) == y).double().mean()))
                 if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
