@@ -24,11 +24,6 @@ TEACHER_KEYS = ("accuracy", "accuracy_shifted", "ece", "mce", "brier", "nll", "e
                 "overconfidence", "evidence_mass", "cue_flip_rate", "robust_accuracy")
 
 
-def _figures(run_dir: Path, stage: str) -> dict | None:
-    path = run_dir / "stages" / stage / "figures.json"
-    return io.read_json(path) if path.is_file() else None
-
-
 def _overconfidence(entry: dict) -> float | None:
     """Mean confidence minus accuracy (> 0: over-confident), from the reliability curve's bins."""
     curve = entry["reliability"]
@@ -47,12 +42,19 @@ def _interval(entry: dict | None, key: str) -> list | None:
     return [value["low"], value["high"]] if isinstance(value, dict) and value.get("low") is not None else None
 
 
-def headline(run_dir: Path, primary: str, shifted: str | None, models: list[str]) -> dict[str, dict]:
+STAGES = ("outputs", "representations", "attribution", "robustness")
+
+
+def stage_figures(run_dir: Path) -> dict[str, dict | None]:
+    """Each probe stage's ``figures.json`` (None for a stage that did not run), read once."""
+    paths = {stage: run_dir / "stages" / stage / "figures.json" for stage in STAGES}
+    return {stage: io.read_json(path) if path.is_file() else None for stage, path in paths.items()}
+
+
+def headline(figures: dict[str, dict | None], primary: str, shifted: str | None, models: list[str]) -> dict[str, dict]:
     """Per model, the headline metrics (``STUDENT_KEYS``) and their 95% intervals where the stage has them."""
-    outputs = _figures(run_dir, "outputs")
-    representations = _figures(run_dir, "representations")
-    attribution = _figures(run_dir, "attribution")
-    robustness = _figures(run_dir, "robustness")
+    outputs, representations = figures["outputs"], figures["representations"]
+    attribution, robustness = figures["attribution"], figures["robustness"]
     out: dict[str, dict] = {}
     for name in models:
         row: dict = dict.fromkeys(STUDENT_KEYS)
@@ -88,13 +90,12 @@ def headline(run_dir: Path, primary: str, shifted: str | None, models: list[str]
     return out
 
 
-def _teacher(run_dir: Path, primary: str, shifted: str | None, students: list[str]) -> dict:
-    row = headline(run_dir, primary, shifted, [TEACHER])[TEACHER]
+def _teacher(figures: dict[str, dict | None], primary: str, shifted: str | None, students: list[str]) -> dict:
+    row = headline(figures, primary, shifted, [TEACHER])[TEACHER]
     teacher = {k: row.get(k) for k in TEACHER_KEYS}
-    attribution = _figures(run_dir, "attribution")
-    if attribution is not None:
-        teacher["evidence_mass"] = _mean(attribution["models"].get(TEACHER), "evidence")
-    robustness = _figures(run_dir, "robustness")
+    if figures["attribution"] is not None:
+        teacher["evidence_mass"] = _mean(figures["attribution"]["models"].get(TEACHER), "evidence")
+    robustness = figures["robustness"]
     if robustness is not None:
         teacher["robust_accuracy"] = robustness.get("teacher_robust_accuracy")
         if students and "teacher_flips" in robustness["models"].get(students[0], {}):
@@ -121,15 +122,15 @@ def build_results(run_dir: str | Path, students: list[str], baselines: list[str]
     """
     run_dir = Path(run_dir)
     primary, shifted = data["primary"], data.get("shifted")
-    metrics = headline(run_dir, primary, shifted, [*students, *baselines])
-    teacher = _teacher(run_dir, primary, shifted, students)
+    figures = stage_figures(run_dir)
+    metrics = headline(figures, primary, shifted, [*students, *baselines])
+    teacher = _teacher(figures, primary, shifted, students)
     card = scorecard(teacher, {n: metrics[n] for n in students}, rule, has_masks=data.get("has_masks", False))
     for name in students:
         entry = card["students"][name]
         metrics[name].update(verdict=entry["verdict"], verdict_text=entry["verdict_text"], risks=entry["risks"],
                              score=entry["score"], rank=entry["rank"], pareto=entry["pareto"],
                              failed_floors=entry["failed_floors"])
-    attribution = _figures(run_dir, "attribution")
     results = {
         "schema_version": SCHEMA_VERSION,
         "kdlens_version": kdlens.__version__,
@@ -138,7 +139,7 @@ def build_results(run_dir: str | Path, students: list[str], baselines: list[str]
         "students": {n: metrics[n] for n in students},
         "baselines": {n: metrics[n] for n in baselines},
         "scorecard": {k: v for k, v in card.items() if k != "students"},
-        "thresholds": (attribution or {}).get("thresholds") or None,
+        "thresholds": (figures["attribution"] or {}).get("thresholds") or None,
         **(extra or {}),
     }
     io.atomic_write_json(run_dir / "results.json", results, sort_keys=False)
