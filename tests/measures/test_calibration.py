@@ -238,3 +238,32 @@ def test_bin_index_follows_the_documented_edges_exactly(n_bins, k, ulps, as_floa
     expected = sum(edge < Fraction(value) for edge in edges)
     dtype = torch.float32 if as_float32 else torch.float64
     assert int(_width_bin_index(torch.tensor([value], dtype=dtype), n_bins)[0]) == expected
+
+
+def test_confidence_ece_equals_top_label_ece_on_the_same_confidences():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(500, 5, generator=g) * 2, dim=-1)
+    labels = torch.randint(0, 5, (500,), generator=g)
+    confidence, prediction = probs.max(-1)
+    for norm in ("l1", "l2", "max"):
+        assert M.confidence_calibration_error(confidence, prediction == labels, n_bins=12, norm=norm) == \
+            pytest.approx(M.expected_calibration_error(probs, labels, n_bins=12, norm=norm), abs=1e-12)
+
+
+def test_confidence_ece_by_hand():
+    # bins of width 0.5: (0, 0.5] holds 0.2 (wrong), (0.5, 1] holds 0.9 (right) and 0.6 (wrong)
+    value = M.confidence_calibration_error(torch.tensor([0.2, 0.9, 0.6]), torch.tensor([0, 1, 0]), n_bins=2)
+    assert value == pytest.approx((1 / 3) * 0.2 + (2 / 3) * abs(0.5 - 0.75))
+
+
+@pytest.mark.parametrize("confidence, correct, message", [
+    (torch.tensor([1.2]), torch.tensor([True]), "in \\[0, 1\\]"),
+    (torch.tensor([-0.1]), torch.tensor([True]), "in \\[0, 1\\]"),
+    (torch.tensor([float("nan")]), torch.tensor([True]), "finite"),
+    (torch.tensor([]), torch.tensor([], dtype=torch.bool), "non-empty"),
+    (torch.tensor([0.5, 0.5]), torch.tensor([True]), "same length|same number"),
+    (torch.tensor([0.5]), torch.tensor([2]), "bool or 0/1"),
+])
+def test_confidence_ece_bad_inputs(confidence, correct, message):
+    with pytest.raises(ValueError, match=message):
+        M.confidence_calibration_error(confidence, correct)

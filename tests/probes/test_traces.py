@@ -1,5 +1,7 @@
 """Trace probes on gold, restyled and corrupted traces: every figure is checked against a count by hand."""
 
+import math
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -93,3 +95,37 @@ def test_bad_inputs(bad_examples, bad_texts, message):
 def test_one_text_per_example(examples):
     with pytest.raises(ValueError, match="one text per example"):
         trace_figures(examples[:2], ["x"])
+
+
+def tiny_lm(examples):
+    tok = build_word_tokenizer([e.prompt for e in examples] + gold(examples) + gold(examples, "student"))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=256, **SPECIAL_TOKEN_IDS))
+    return LanguageModel(model, tok)
+
+
+def test_answer_confidence_is_the_score_of_the_written_answer(examples):
+    from kdlens.probes.traces import answer_confidence
+
+    lm = tiny_lm(examples)
+    texts = [" " + t for t in gold(examples[:6])]
+    confidence = answer_confidence(lm, examples[:6], texts)
+    assert confidence.shape == (6,) and bool(((confidence > 0) & (confidence <= 1)).all())
+    e, text = examples[0], texts[0]
+    start = text.rfind(e.answer)
+    manual = lm.score([e.prompt + text[:start]], [text[start:start + len(e.answer)]])[0].total
+    assert float(confidence[0]) == pytest.approx(math.exp(manual), rel=1e-9)
+
+
+def test_answer_calibration_skips_traces_without_an_answer(examples):
+    from kdlens.probes.traces import answer_calibration
+
+    lm = tiny_lm(examples)
+    texts = [" " + t for t in gold(examples[:4])] + ["? ?", ""]
+    result = answer_calibration(lm, examples[:6], texts)
+    assert result["n"] == 6 and result["n_scored"] == 4 and result["accuracy"] == 1.0
+    assert 0 <= result["ece"] <= 1 and result["ece"] == pytest.approx(1 - result["mean_confidence"])
+    nothing = answer_calibration(lm, examples[:2], ["", "?"])
+    assert nothing["n_scored"] == 0 and nothing["ece"] is None

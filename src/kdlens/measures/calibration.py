@@ -146,6 +146,48 @@ def expected_calibration_error(probs, labels, n_bins: int = 15, binning: str = "
     return _ece_compute(count, conf_sum, correct_sum, norm)
 
 
+def confidence_calibration_error(confidence, correct, n_bins: int = 15, norm: str = "l1") -> float:
+    """ECE of confidences in being right, one per example: e.g. a language model's probability of the answer it
+    generated, against whether that answer was correct.
+
+    The same binning and sums as :func:`expected_calibration_error`: with ``confidence`` the top-label probability
+    and ``correct`` whether the argmax is the label, the two agree exactly.
+
+    Parameters
+    ----------
+    confidence : (n,) float in [0, 1]
+    correct : (n,) bool (or 0/1)
+    n_bins : int >= 1, equal-width bins with the module's (a, b] policy
+    norm : "l1" | "l2" | "max"
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(confidence_calibration_error(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([True, False, True]),
+    ...                                    n_bins=10), 6)
+    0.333333
+    """
+    n_bins = C.check_n_bins(n_bins)
+    C.check_choice(norm, "norm", NORMS)
+    c = C.as_float(confidence, "confidence")
+    if c.ndim != 1 or c.numel() == 0:
+        C.fail("confidence", "a non-empty 1-D tensor (one confidence per example)", f"shape {tuple(c.shape)}")
+    if not bool(torch.isfinite(c).all()) or float(c.min()) < 0 or float(c.max()) > 1:
+        C.fail("confidence", "finite values in [0, 1]", f"values in [{float(c.min()):.3g}, {float(c.max()):.3g}]",
+               "Pass probabilities (exp of a log-probability), not logits or log-probabilities.")
+    ok = C.as_tensor(correct, "correct")
+    if ok.dtype != torch.bool and not bool(((ok == 0) | (ok == 1)).all()):
+        C.fail("correct", "bool or 0/1 values", f"dtype {ok.dtype} with other values")
+    C.check_same_length(c, ok, "confidence", "correct")
+    index = _width_bin_index(c.double(), n_bins)
+    count, conf_sum, correct_sum = _bin_sums(index, c.double(), ok.bool().to(c.device), n_bins)
+    return _ece_compute(count, conf_sum, correct_sum, norm)
+
+
 def reliability_curve(probs, labels, n_bins: int = 15, binning: str = "width") -> ReliabilityCurve:
     """Mean confidence, accuracy and count per bin: the numbers behind a reliability diagram.
 

@@ -8,12 +8,16 @@ either trace style and never raises on model output. From the checks this module
   chi-square / Fisher test of their independence (:func:`kdlens.measures.independence_test`);
 - against a teacher's traces on the same questions: answer agreement, step agreement (both right on a gold step)
   and corpus BLEU of the student's traces against the teacher's, the literature's text-overlap score;
-- all of it by difficulty (the number of steps for chains), where chains break.
+- all of it by difficulty (the number of steps for chains), where chains break;
+- the calibration of the probability a model gives to the answer it wrote (:func:`answer_calibration`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+
+import torch
 
 from kdlens import measures as M
 from kdlens.errors import fail
@@ -119,3 +123,49 @@ def per_example(examples: Sequence, texts: Sequence[str]) -> list[dict]:
                      "sentences": [{"text": s, "correct": ok} for s, ok in
                                    zip(c.sentences, c.sentence_correct, strict=True)]})
     return rows
+
+
+def answer_confidence(model, examples: Sequence, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+    """(n,) float64: the probability ``model`` (a :class:`~kdlens.subjects.LanguageModel`) gives to the answer
+    written in each trace, given the prompt and the trace before the answer; NaN where no answer can be found.
+
+    The answer is the one the task's checker parses from the trace, located at its last occurrence in the text;
+    its probability is the product of its tokens' probabilities (``exp`` of the summed log-probabilities).
+    """
+    texts = list(texts)
+    checks = check_traces(examples, texts)
+    contexts, answers, rows = [], [], []
+    for i, (example, text, check) in enumerate(zip(examples, texts, checks, strict=True)):
+        start = text.rfind(check.answer) if check.answer else -1
+        if start < 0:
+            continue
+        contexts.append(example.prompt + text[:start])
+        answers.append(text[start:start + len(check.answer)])
+        rows.append(i)
+    confidence = torch.full((len(texts),), math.nan, dtype=torch.float64)
+    if rows:
+        scores = model.score(contexts, answers, batch_size=batch_size)
+        confidence[rows] = torch.tensor([math.exp(score.total) for score in scores], dtype=torch.float64)
+    return confidence
+
+
+def answer_calibration(model, examples: Sequence, texts: Sequence[str], n_bins: int = 10,
+                       batch_size: int = 16) -> dict:
+    """How well a model's probability of its own answer predicts that the answer is right.
+
+    Returns
+    -------
+    dict (JSON-ready): ``n`` traces, ``n_scored`` (those with an answer to score), ``ece`` (equal-width bins,
+    :func:`kdlens.measures.confidence_calibration_error`; None when nothing was scored), ``mean_confidence`` and
+    ``accuracy`` over the scored traces.
+    """
+    confidence = answer_confidence(model, examples, texts, batch_size)
+    correct = torch.tensor([c.answer_correct for c in check_traces(examples, list(texts))])
+    scored = ~torch.isnan(confidence)
+    out = {"n": len(confidence), "n_scored": int(scored.sum()), "ece": None, "mean_confidence": None,
+           "accuracy": None}
+    if out["n_scored"]:
+        c, ok = confidence[scored], correct[scored]
+        out.update(ece=M.confidence_calibration_error(c, ok, n_bins=n_bins), mean_confidence=float(c.mean()),
+                   accuracy=float(ok.double().mean()))
+    return out
