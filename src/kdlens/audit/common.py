@@ -47,6 +47,14 @@ def mean_ci(values: torch.Tensor, seed: int = 0) -> dict:
             "n": int((~torch.isnan(values)).sum())}
 
 
+def read_rows(run_dir: Path, stage: str) -> list[dict]:
+    """A stage's ``examples.jsonl``, one dict per row (empty when the stage did not run)."""
+    path = Path(run_dir) / "stages" / stage / "examples.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
 def write_stage(folder: Path, figures: dict, rows: list[dict], arrays: dict[str, torch.Tensor] | None = None) -> None:
     if arrays:
         io.save_tensors(folder / "maps.safetensors", arrays)

@@ -12,23 +12,15 @@ uint8 (k, C, H, W), ``counterfactuals`` for cue flips, ``maps.<model>`` (k, h, w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from kdlens import io
-from kdlens.audit.common import TEACHER, AuditData, data_digest
+from kdlens.audit.common import TEACHER, AuditData, data_digest, read_rows
 from kdlens.stages import Stages
 
 KINDS = ("right_for_wrong_reasons", "disagreement", "cue_flip")
-
-
-def _rows(run_dir: Path, stage: str) -> list[dict]:
-    path = run_dir / "stages" / stage / "examples.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _as_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -42,11 +34,11 @@ def _as_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def _pick(run_dir: Path, students: list[str], primary: str, per_kind: int) -> list[dict]:
-    attribution = [r for r in _rows(run_dir, "attribution") if r["model"] in students]
-    outputs = [r for r in _rows(run_dir, "outputs") if r["split"] == primary]
+    attribution = [r for r in read_rows(run_dir, "attribution") if r["model"] in students]
+    outputs = [r for r in read_rows(run_dir, "outputs") if r["split"] == primary]
     teacher_prediction = {r["index"]: r["prediction"] for r in outputs if r["model"] == TEACHER}
     prediction = {(r["model"], r["index"]): r["prediction"] for r in outputs}
-    flips = [r for r in _rows(run_dir, "robustness") if r.get("student_flips") == 1.0]
+    flips = [r for r in read_rows(run_dir, "robustness") if r.get("student_flips") == 1.0]
     entries = []
     for name in students:
         mine = [r for r in attribution if r["model"] == name]

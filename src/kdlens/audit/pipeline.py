@@ -10,7 +10,6 @@ on disk.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from kdlens import io
-from kdlens.audit.common import TEACHER, AuditData
+from kdlens.audit.common import TEACHER, AuditData, read_rows
 from kdlens.audit.config import AuditConfig, ImageFolderAuditData, ShapesAuditData, TensorAuditData
 from kdlens.audit.gallery import gallery_stage
 from kdlens.audit.layers import default_layers
@@ -190,8 +189,7 @@ def _difficulty_breakdown(run_dir: Path, data: AuditData, models: list[str], bin
     """Accuracy per equal-count difficulty bin of the primary split, per model (from the outputs table)."""
     if data.difficulty is None:
         return None
-    rows = [json.loads(line) for line in (run_dir / "stages" / "outputs" / "examples.jsonl").read_text(
-        encoding="utf-8").splitlines() if line]
+    rows = read_rows(run_dir, "outputs")
     correct = {(r["model"], r["index"]): r["correct"] for r in rows if r["split"] == data.name}
     order = torch.argsort(data.difficulty.double(), stable=True)
     parts = [p for p in order.tensor_split(bins) if len(p)]

@@ -33,6 +33,7 @@ from kdlens.distill.lm import TokenKD, train_lm
 from kdlens.distill.trainer import RUN_SETTINGS
 from kdlens.stages import Stages
 from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer
+from kdlens.subjects.lm import load_tokenizer
 from kdlens.tasks import babi, chains
 from kdlens.tasks.babi import BabiConfig
 from kdlens.tasks.chains import ChainsConfig
@@ -147,7 +148,7 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
                                        folder=tokenizer_dir)}
 
     def fit(name: str, spec: LlamaSpec, style: str, seed: int, train_config: TrainConfig) -> dict:
-        tok = _load_tokenizer(tokenizer_dir)
+        tok = load_tokenizer(tokenizer_dir)
         model = _llama(spec, len(tok), seed)
         prompts = [e.prompt for e in train()]
         targets = [_module(e).write_trace(e, style) for e in train()]
@@ -175,8 +176,8 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
                                         folder=root / "generations")
 
     def distil(name: str) -> dict:
-        tok = _load_tokenizer(tokenizer_dir)
-        student = LanguageModel.from_pretrained(model_dirs["base_student"], device=device).model.train()
+        base = LanguageModel.from_pretrained(model_dirs["base_student"], device=device)
+        student, tok = base.model.train(), base.tokenizer
         saved = io.read_json(generations_path)
         prompts, targets = saved["prompts"], saved["texts"]
         teacher = kd = None
@@ -197,10 +198,3 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
                                    folder=root / f"student-{name}")
         model_dirs[name] = root / f"student-{name}" / "model"
     return LMLab(root, config, model_dirs, metrics)
-
-
-def _load_tokenizer(directory: Path):
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), pad_token="<pad>",
-                                   unk_token="<unk>", bos_token="<bos>", eos_token="<eos>")

@@ -133,7 +133,7 @@ def _check_checkpoint(path: Path) -> None:
            "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
 
 
-def _load_tokenizer(path: Path, trust_remote_code: bool):
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     """The folder's tokenizer as saved.
 
     A generic fast tokenizer (tokenizer_config.json naming ``TokenizersBackend`` / ``PreTrainedTokenizerFast``) is
@@ -141,6 +141,7 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
     the model type's own for some types (qwen2, phi3, ...), which rebuilds the pre-tokenizer and normaliser from the
     vocabulary, so a word-level tokenizer saved beside a Qwen2 model would silently tokenize differently.
     """
+    path = Path(path)
     transformers = _transformers()
     config = path / "tokenizer_config.json"
     declared = io.read_json(config).get("tokenizer_class") if config.is_file() else None
@@ -230,7 +231,7 @@ class LanguageModel:
         model = transformers.AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
             **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
-        tokenizer = _load_tokenizer(path, trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code)
         model.to(device).eval()
         return cls(model, tokenizer, name or path.name)
 
@@ -306,6 +307,16 @@ class LanguageModel:
         ids, mask = _pad(rows, self.pad_token_id, "right")
         return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
 
+    def _batches(self, texts: list[str], batch_size: int, **kwargs) -> Iterator[tuple[list, object]]:
+        """(encodings, model output) per right-padded batch of ``texts``, in eval mode without gradients."""
+        texts = check_texts(texts, "texts")
+        batch_size = check_batch_size(batch_size)
+        encodings = self.encode(texts)
+        with self._inference():
+            for lo in range(0, len(encodings), batch_size):
+                chunk = encodings[lo:lo + batch_size]
+                yield chunk, self._forward([e.ids for e in chunk], **kwargs)
+
     def _token_strings(self, ids: list[int]) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(ids)
 
@@ -380,34 +391,22 @@ class LanguageModel:
         that the last entry is taken after the model's final norm (as transformers returns it). Tensors are
         (T, d) float32 on the CPU, T counting special tokens (a BOS has the empty span (0, 0)).
         """
-        texts = check_texts(texts, "texts")
-        batch_size = check_batch_size(batch_size)
-        encodings = self.encode(texts)
         results = []
-        with self._inference():
-            for lo in range(0, len(encodings), batch_size):
-                chunk = encodings[lo:lo + batch_size]
-                states = self._forward([e.ids for e in chunk], output_hidden_states=True).hidden_states
-                names = ["embed"] + [f"layers.{i}" for i in range(len(states) - 1)]
-                for b, e in enumerate(chunk):
-                    n = len(e.ids)
-                    layers = {name: h[b, :n].float().cpu() for name, h in zip(names, states, strict=True)}
-                    results.append(HiddenStates(layers, e.offsets, self._token_strings(e.ids)))
+        for chunk, out in self._batches(texts, batch_size, output_hidden_states=True):
+            names = ["embed"] + [f"layers.{i}" for i in range(len(out.hidden_states) - 1)]
+            for b, e in enumerate(chunk):
+                n = len(e.ids)
+                layers = {name: h[b, :n].float().cpu() for name, h in zip(names, out.hidden_states, strict=True)}
+                results.append(HiddenStates(layers, e.offsets, self._token_strings(e.ids)))
         return results
 
     def token_logits(self, texts: list[str], batch_size: int = 16) -> list[TokenLogits]:
         """(T, V) next-token logits per text (float32, CPU), with ids, spans and token strings, for token-level KD."""
-        texts = check_texts(texts, "texts")
-        batch_size = check_batch_size(batch_size)
-        encodings = self.encode(texts)
         results = []
-        with self._inference():
-            for lo in range(0, len(encodings), batch_size):
-                chunk = encodings[lo:lo + batch_size]
-                logits = self._forward([e.ids for e in chunk]).logits  # (B, T, V)
-                for b, e in enumerate(chunk):
-                    results.append(TokenLogits(logits[b, :len(e.ids)].float().cpu(), torch.tensor(e.ids),
-                                               e.offsets, self._token_strings(e.ids)))
+        for chunk, out in self._batches(texts, batch_size):
+            for b, e in enumerate(chunk):  # out.logits: (B, T, V)
+                results.append(TokenLogits(out.logits[b, :len(e.ids)].float().cpu(), torch.tensor(e.ids),
+                                           e.offsets, self._token_strings(e.ids)))
         return results
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
