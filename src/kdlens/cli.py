@@ -116,13 +116,14 @@ def lab_vision(
 def lab_lm(
     root: Path = typer.Option(Path("runs/lab"), help="Folder for labs; each recipe gets its own hashed subfolder."),
     config: Path = typer.Option(None, help="YAML recipe (LMLabConfig) instead of the default one."),
+    quick: bool = typer.Option(False, help="Small models on little data (a minute or two) for a first look."),
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Train the language-model lab: a Llama teacher and base student on chains and babi traces, then students
     distilled from the base student (sequence-level, token-level at T = 1, 2, 5, reverse KL, GJSD, perturbed)."""
     from kdlens.lab import lm
 
-    recipe = _load(config, lm.LMLabConfig) if config else None
+    recipe = _load(config, lm.LMLabConfig) if config else lm.quick_config() if quick else None
     lab = lm.build(root, recipe, device=device)
     table = Table(title=escape(f"language-model lab: {lab.root}"))
     for column in ("model", "loss (last epoch)", "seconds"):
@@ -139,11 +140,16 @@ def audit(
     report: bool = typer.Option(True, help="Write report.html and summary.md when the audit is done."),
     quiet: bool = typer.Option(False, help="No progress display."),
 ) -> None:
-    """Audit a teacher against its students as CONFIG describes (run it again to resume; done stages load)."""
-    from kdlens.audit import AuditConfig
+    """Audit a teacher against its students as CONFIG describes (run it again to resume; done stages load).
+    Classifiers by default; language models that reason in steps with `data: {task: reasoning}`."""
     from kdlens.audit import run as run_audit
+    from kdlens.audit.pipeline import as_config
 
-    parsed = _load(config, AuditConfig)
+    try:
+        parsed = as_config(config)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
     try:
         results = run_audit(parsed, progress=not quiet)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
@@ -208,10 +214,17 @@ def _print_scorecard(results: dict) -> None:
     table = Table(title="scorecard")
     table.add_column("student", no_wrap=True)
     table.add_column("verdict")
-    for column in ("score", "accuracy", "shifted", "agreement", "ECE", "attr. rho", "wrong reasons", "cue flips"):
+    if results["data"].get("task") == "reasoning":
+        columns = {"score": "score", "accuracy": "accuracy", "agreement": "agreement", "trace_accuracy": "trace acc",
+                   "step_agreement": "step agree", "bleu": "BLEU", "right_for_wrong_reasons": "wrong trace",
+                   "ece": "ECE"}
+    else:
+        columns = {"score": "score", "accuracy": "accuracy", "accuracy_shifted": "shifted", "agreement": "agreement",
+                   "ece": "ECE", "attribution_spearman": "attr. rho", "right_for_wrong_reasons": "wrong reasons",
+                   "cue_flip_rate": "cue flips"}
+    for column in columns.values():
         table.add_column(column, justify="right")
-    keys = ("score", "accuracy", "accuracy_shifted", "agreement", "ece", "attribution_spearman",
-            "right_for_wrong_reasons", "cue_flip_rate")
+    keys = tuple(columns)
     for name, s in results["students"].items():
         table.add_row(escape(name), s["verdict"], *("-" if s.get(k) is None else f"{s[k]:.3f}" for k in keys))
     console.print(table)

@@ -250,6 +250,17 @@ def test_confidence_ece_equals_top_label_ece_on_the_same_confidences():
             pytest.approx(M.expected_calibration_error(probs, labels, n_bins=12, norm=norm), abs=1e-12)
 
 
+def test_confidence_reliability_curve_equals_the_top_label_curve():
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(300, 4, generator=g) * 3, dim=-1)
+    labels = torch.randint(0, 4, (300,), generator=g)
+    confidence, prediction = probs.max(-1)
+    mine, reference = M.confidence_reliability_curve(confidence, prediction == labels, 8), \
+        M.reliability_curve(probs, labels, 8)
+    for got, expected in zip(mine, reference, strict=True):
+        torch.testing.assert_close(got, expected, equal_nan=True)
+
+
 def test_confidence_ece_by_hand():
     # bins of width 0.5: (0, 0.5] holds 0.2 (wrong), (0.5, 1] holds 0.9 (right) and 0.6 (wrong)
     value = M.confidence_calibration_error(torch.tensor([0.2, 0.9, 0.6]), torch.tensor([0, 1, 0]), n_bins=2)
@@ -264,6 +275,7 @@ def test_confidence_ece_by_hand():
     (torch.tensor([0.5, 0.5]), torch.tensor([True]), "same length|same number"),
     (torch.tensor([0.5]), torch.tensor([2]), "bool or 0/1"),
 ])
-def test_confidence_ece_bad_inputs(confidence, correct, message):
+@pytest.mark.parametrize("measure", [M.confidence_calibration_error, M.confidence_reliability_curve])
+def test_confidence_ece_bad_inputs(confidence, correct, message, measure):
     with pytest.raises(ValueError, match=message):
-        M.confidence_calibration_error(confidence, correct)
+        measure(confidence, correct)

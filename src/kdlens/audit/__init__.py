@@ -5,7 +5,8 @@
 """
 
 from kdlens.audit.config import AuditConfig, SelectionRule
+from kdlens.audit.lm_config import LMAuditConfig
 from kdlens.audit.pipeline import run
 from kdlens.audit.scorecard import scorecard
 
-__all__ = ["AuditConfig", "SelectionRule", "run", "scorecard"]
+__all__ = ["AuditConfig", "LMAuditConfig", "SelectionRule", "run", "scorecard"]

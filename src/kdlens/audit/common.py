@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 
 from kdlens import io
 from kdlens import measures as M
+from kdlens.stages import MANIFEST
 from kdlens.tasks.files import EvalSplit
 
 TEACHER = "teacher"
@@ -61,3 +63,27 @@ def write_stage(folder: Path, figures: dict, rows: list[dict], arrays: dict[str,
     lines = (json.dumps({k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}) for row in rows)
     io.atomic_write_text(folder / "examples.jsonl", "\n".join(lines) + "\n")
     io.atomic_write_json(folder / "figures.json", figures)
+
+
+def cached_or_seconds(run_dir: Path, name: str, fn) -> str:
+    """Run stage ``name`` through ``fn`` and say how it went for the stage display: cached, or done in N s."""
+    path = run_dir / MANIFEST
+    before = io.read_json(path)["stages"].get(name, {}) if path.is_file() else {}
+    summary = fn()
+    after = io.read_json(path)["stages"][name]
+    if before.get("done") and before.get("inputs") == after.get("inputs"):
+        return "cached"
+    return f"done in {summary.get('seconds', 0):.1f} s"
+
+
+def forget_disabled(run_dir: Path, names: list[str]) -> None:
+    """A probe turned off has no figures: its old files must not reach results.json."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return
+    manifest = io.read_json(path)
+    for name in names:
+        if name in manifest["stages"]:
+            del manifest["stages"][name]
+            shutil.rmtree(run_dir / "stages" / name, ignore_errors=True)
+    io.atomic_write_json(path, manifest)

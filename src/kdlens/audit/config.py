@@ -20,6 +20,8 @@ METRICS = {
     "accuracy": "higher", "accuracy_shifted": "higher", "agreement": "higher", "kl": "lower", "ece": "lower",
     "cka_mean_best": "higher", "attribution_spearman": "higher", "evidence_mass": "higher",
     "right_for_wrong_reasons": "lower", "cue_flip_rate": "lower", "adversarial_agreement": "higher",
+    # language models that reason in steps
+    "trace_accuracy": "higher", "step_agreement": "higher", "bleu": "higher",
 }
 
 
@@ -152,12 +154,14 @@ class RiskThresholds(StrictModel):
     disagreement: float = Field(0.05, description="share of examples where student and teacher disagree")
     adversarial_agreement: float = Field(0.1, description="agreement on inputs attacked against the student below "
                                          "this (most students fall far below 1 under PGD; this flags the worst)")
+    step_disagreement: float = Field(0.2, description="language models: share of the teacher's right steps the "
+                                     "student does not also get right (1 - step agreement)")
 
 
 def _default_weights() -> dict[str, float]:
     return {"accuracy": 1.0, "accuracy_shifted": 1.0, "agreement": 0.5, "ece": 0.5, "cka_mean_best": 0.25,
             "attribution_spearman": 1.0, "right_for_wrong_reasons": 1.0, "cue_flip_rate": 0.5,
-            "adversarial_agreement": 0.5}
+            "adversarial_agreement": 0.5, "trace_accuracy": 1.0, "step_agreement": 1.0}
 
 
 class SelectionRule(StrictModel):
@@ -167,7 +171,8 @@ class SelectionRule(StrictModel):
     ``floors`` (a bound on a metric: a minimum for metrics where higher is better, a maximum where lower is). Among
     those that pass, the highest score wins: the weighted mean of each metric's utility in [0, 1] (the value; 1 -
     value for ece, right_for_wrong_reasons, cue_flip_rate; exp(-kl) for kl; max(value, 0) for Spearman). A metric
-    that no student has (its probe did not run) drops out of the mean.
+    that no student has (its probe did not run, or it belongs to the other kind of model: classifiers have no
+    trace_accuracy, language models no attribution_spearman) drops out of the mean.
     """
 
     weights: dict[str, float] = Field(default_factory=_default_weights)

@@ -10,17 +10,18 @@ on disk.
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from kdlens import io
-from kdlens.audit.common import TEACHER, AuditData, read_rows
+from kdlens.audit.common import TEACHER, AuditData, cached_or_seconds, forget_disabled, read_rows
 from kdlens.audit.config import AuditConfig, ImageFolderAuditData, ShapesAuditData, TensorAuditData
 from kdlens.audit.gallery import gallery_stage
 from kdlens.audit.layers import default_layers
+from kdlens.audit.lm_config import LMAuditConfig, is_reasoning
 from kdlens.audit.outputs import _check_logits, _check_models, outputs_stage, representations_stage
 from kdlens.audit.reasons import attribution_stage, robustness_stage
 from kdlens.audit.results import build_results
@@ -33,13 +34,16 @@ from kdlens.subjects import Classifier
 STAGES = ("outputs", "representations", "attribution", "robustness", "gallery")
 
 
-def as_config(config: AuditConfig | dict | str | Path) -> AuditConfig:
-    """An AuditConfig from itself, a dict, or a YAML file's path."""
-    if isinstance(config, AuditConfig):
+def as_config(config: AuditConfig | LMAuditConfig | dict | str | Path) -> AuditConfig | LMAuditConfig:
+    """An AuditConfig (classifiers) or an LMAuditConfig (``data: {task: reasoning}``) from itself, a dict, or a YAML
+    file's path."""
+    if isinstance(config, AuditConfig | LMAuditConfig):
         return config
     if isinstance(config, dict):
-        return validate(config, AuditConfig)
-    return load_yaml(config, AuditConfig)
+        return validate(config, LMAuditConfig if is_reasoning(config) else AuditConfig)
+    path = Path(config)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return load_yaml(path, LMAuditConfig if is_reasoning(raw) else AuditConfig)
 
 
 def load_data(data: ShapesAuditData | TensorAuditData | ImageFolderAuditData) -> dict[str, AuditData]:
@@ -200,22 +204,32 @@ def _difficulty_breakdown(run_dir: Path, data: AuditData, models: list[str], bin
     return out
 
 
-def run(config: AuditConfig | dict | str | Path, teacher: nn.Module | None = None,
+def run(config: AuditConfig | LMAuditConfig | dict | str | Path, teacher: nn.Module | None = None,
         students: dict[str, nn.Module] | None = None, baselines: dict[str, nn.Module] | None = None,
         progress: bool = True) -> dict:
     """Audit a teacher against its students as ``config`` describes; returns what ``results.json`` holds.
 
     Parameters
     ----------
-    config : AuditConfig, a dict of its fields, or the path of a YAML file
-    teacher, students, baselines : modules that take the place of the config's sources (for Python callers)
+    config : AuditConfig, a dict of its fields, or the path of a YAML file; with ``data: {task: reasoning}``, an
+        LMAuditConfig: language models that reason in steps (:mod:`kdlens.audit.lm`)
+    teacher, students, baselines : modules that take the place of the config's sources (for Python callers); for
+        language models, :class:`~kdlens.subjects.LanguageModel` objects (no baselines)
     progress : show the lab's training bars and one line per stage
 
     Returns
     -------
     dict: the results (``<run_dir>/results.json``; layout in ``docs/results.md``).
     """
-    config = _lab_shapes(as_config(config))
+    config = as_config(config)
+    if isinstance(config, LMAuditConfig):
+        from kdlens.audit import lm
+
+        if baselines:
+            raise ValueError("Expected no baselines in a language-model audit (not supported yet), but got "
+                             f"{sorted(baselines)}. Pass them as students to see them beside the others.")
+        return lm.run(config, teacher, students, progress)
+    config = _lab_shapes(config)
     run_dir = Path(config.run_dir)
     splits = load_data(config.data)
     teacher, students, baselines = _models(config, teacher, students, baselines, progress)
@@ -246,18 +260,18 @@ def run(config: AuditConfig | dict | str | Path, teacher: nn.Module | None = Non
             epsilon=probes.robustness.epsilon, steps=probes.robustness.steps, seed=config.seed,
             epsilons=probes.robustness.epsilons) if probes.robustness.enabled else None,
     }
-    _forget_disabled(run_dir, [name for name, fn in stage_fns.items() if fn is None])
+    forget_disabled(run_dir, [name for name, fn in stage_fns.items() if fn is None])
     with stage_display(progress, list(STAGES)) as display:
         for name, fn in stage_fns.items():
             with display.stage(name) as status:
                 if fn is None:
                     status["text"] = "off"
                     continue
-                status["text"] = _cached_or_seconds(run_dir, name, fn)
+                status["text"] = cached_or_seconds(run_dir, name, fn)
         with display.stage("gallery") as status:
             hashes = {name: record.get("inputs") for name, record in
                       io.read_json(run_dir / MANIFEST)["stages"].items() if name != "gallery"}
-            status["text"] = _cached_or_seconds(run_dir, "gallery", functools.partial(
+            status["text"] = cached_or_seconds(run_dir, "gallery", functools.partial(
                 gallery_stage, run_dir, primary, list(students), primary_name, hashes))
     shifted = config.data.shifted_split
     data_summary = {"primary": primary_name, "shifted": shifted, "splits": {k: len(v.labels) for k, v in
@@ -282,26 +296,3 @@ def _attribution(run_dir, teacher, students, baselines, data, layers, probe, con
     return attribution_stage(run_dir, teacher, students, data, layers, baselines, top_k=probe.top_k,
                              quantile=probe.quantile, seed=config.seed, batch_size=config.batch_size,
                              thresholds=thresholds)
-
-
-def _cached_or_seconds(run_dir: Path, name: str, fn) -> str:
-    path = run_dir / MANIFEST
-    before = io.read_json(path)["stages"].get(name, {}) if path.is_file() else {}
-    summary = fn()
-    after = io.read_json(path)["stages"][name]
-    if before.get("done") and before.get("inputs") == after.get("inputs"):
-        return "cached"
-    return f"done in {summary.get('seconds', 0):.1f} s"
-
-
-def _forget_disabled(run_dir: Path, names: list[str]) -> None:
-    """A probe turned off has no figures: its old files must not reach results.json."""
-    path = run_dir / MANIFEST
-    if not path.is_file():
-        return
-    manifest = io.read_json(path)
-    for name in names:
-        if name in manifest["stages"]:
-            del manifest["stages"][name]
-            shutil.rmtree(run_dir / "stages" / name, ignore_errors=True)
-    io.atomic_write_json(path, manifest)

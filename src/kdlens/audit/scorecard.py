@@ -12,6 +12,7 @@ from kdlens.audit.config import METRICS, RiskThresholds, SelectionRule
 
 VERDICT_LABELS = ("recommended", "acceptable", "at risk", "rejected")
 PARETO_AXES = ("accuracy", "attribution_spearman")  # accuracy vs reasoning consistency
+LM_PARETO_AXES = ("accuracy", "step_agreement")  # accuracy vs fidelity to the teacher's reasoning
 
 
 def utility(metric: str, value: float) -> float:
@@ -56,14 +57,21 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: bool = False) -> list[dict]:
-    """Each risk ``student`` shows, as ``{"kind", "text"}``, worst kinds first (see :class:`RiskThresholds`)."""
+def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: bool = False,
+          language_model: bool = False) -> list[dict]:
+    """Each risk ``student`` shows, as ``{"kind", "text"}``, worst kinds first (see :class:`RiskThresholds`);
+    ``language_model`` words them for traces (a wrong reason is a wrong step, not misplaced evidence)."""
     found = []
     wrong = student.get("right_for_wrong_reasons")
     if wrong is not None and wrong > thresholds.wrong_reasons:
-        where = ("its evidence disagrees with the teacher's or lies outside the object" if has_masks
+        where = ("its trace is wrong (a wrong step or sentence)" if language_model else
+                 "its evidence disagrees with the teacher's or lies outside the object" if has_masks
                  else "its evidence disagrees with the teacher's")
         found.append({"kind": "wrong_reasons", "text": f"on {_pct(wrong)} of its correct answers {where}"})
+    steps = student.get("step_agreement")
+    if steps is not None and 1 - steps > thresholds.step_disagreement:
+        found.append({"kind": "trace_fidelity", "text": f"it shares only {_pct(steps)} of the teacher's right "
+                      "steps"})
     shifted, teacher_shifted = student.get("accuracy_shifted"), teacher.get("accuracy_shifted")
     if shifted is not None and teacher_shifted is not None and teacher_shifted - shifted > thresholds.shifted_drop:
         found.append({"kind": "spurious_cue", "text": f"when the spurious cue points to a wrong class its accuracy "
@@ -80,8 +88,8 @@ def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: b
                       f"{teacher_ece:.3f})"})
     agreement = student.get("agreement")
     if agreement is not None and 1 - agreement > thresholds.disagreement:
-        found.append({"kind": "fidelity", "text": f"it disagrees with the teacher on {_pct(1 - agreement)} of "
-                      "examples"})
+        found.append({"kind": "fidelity", "text": f"its answer differs from the teacher's on "
+                      f"{_pct(1 - agreement)} of {'questions' if language_model else 'examples'}"})
     adversarial = student.get("adversarial_agreement")
     if adversarial is not None and adversarial < thresholds.adversarial_agreement:
         found.append({"kind": "robustness", "text": f"under attack it agrees with the teacher on only "
@@ -102,7 +110,7 @@ def _lead(student: dict, teacher: dict) -> str:
 
 
 def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | None = None,
-              has_masks: bool = False) -> dict:
+              has_masks: bool = False, language_model: bool = False) -> dict:
     """Score, floors, risks and a verdict for every student, and the one the rule chooses.
 
     Parameters
@@ -111,6 +119,8 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
     students : name -> metrics (the keys of :data:`~kdlens.audit.config.METRICS`, plus ``overconfidence``)
     rule : the selection rule (default :class:`SelectionRule`)
     has_masks : whether the data had evidence masks (changes how a wrong-reasons risk is worded)
+    language_model : the students reason in traces: risks are worded for traces, and the Pareto front is accuracy vs
+        step agreement with the teacher (not vs attribution agreement)
 
     Returns
     -------
@@ -126,7 +136,7 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
         total = sum(rule.weights[m] for m in scored)
         score = sum(rule.weights[m] * u for m, u in utilities.items()) / total if total else None
         cards[name] = {"score": score, "utilities": utilities, "failed_floors": _floors(metrics, teacher, rule),
-                       "risks": risks(metrics, teacher, rule.risks, has_masks)}
+                       "risks": risks(metrics, teacher, rule.risks, has_masks, language_model)}
     eligible = [n for n, c in cards.items() if not c["failed_floors"] and c["score"] is not None]
     by_score = sorted(eligible, key=lambda n: (-cards[n]["score"], -(students[n].get("accuracy") or 0),
                                                list(students).index(n)))
@@ -134,7 +144,8 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
     with_accuracy = [n for n in students if students[n].get("accuracy") is not None]
     order = {n: i for i, n in enumerate(students)}  # ties go to the student named first
     by_accuracy = max(with_accuracy, key=lambda n: (students[n]["accuracy"], -order[n]), default=None)
-    front = pareto_front({n: tuple(students[n].get(axis) for axis in PARETO_AXES) for n in students})
+    axes = LM_PARETO_AXES if language_model else PARETO_AXES
+    front = pareto_front({n: tuple(students[n].get(axis) for axis in axes) for n in students})
     for rank, name in enumerate(by_score, start=1):
         cards[name]["rank"] = rank
     for name, card in cards.items():
@@ -152,10 +163,11 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
                 if len(card["risks"]) > 2:
                     text += f" (and {len(card['risks']) - 2} more: {', '.join(r['kind'] for r in card['risks'][2:])})"
             else:
-                text += "; no risk found: its answers, evidence and confidence follow the teacher's"
+                followed = "answers, steps" if language_model else "answers, evidence"
+                text += f"; no risk found: its {followed} and confidence follow the teacher's"
             text = text[0].upper() + text[1:] + "."
             if name == chosen:
                 text = "Recommended. " + text
         card["verdict_text"] = text
     return {"students": cards, "chosen": chosen, "chosen_by_accuracy": by_accuracy, "pareto_front": front,
-            "pareto_axes": list(PARETO_AXES), "metrics_scored": scored, "rule": rule.model_dump(mode="json")}
+            "pareto_axes": list(axes), "metrics_scored": scored, "rule": rule.model_dump(mode="json")}

@@ -29,7 +29,7 @@ from kdlens.distill.config import TrainConfig
 from kdlens.distill.losses import generalized_jsd_loss, kd_loss, reverse_kl_loss
 from kdlens.distill.trainer import RUN_SETTINGS, _optimizer, optimizer_step
 from kdlens.errors import fail
-from kdlens.subjects.lm import LanguageModel, check_same_vocabulary
+from kdlens.subjects.lm import LanguageModel, check_same_vocabulary, quiet_transformers
 
 
 class TokenKD(StrictModel):
@@ -208,6 +208,7 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
     student.eval()
     io.atomic_write_json(run_dir / "history.json", state["history"])
     model_dir = run_dir / "model"
-    student.save_pretrained(model_dir)  # safetensors (transformers >= 5 writes nothing else)
+    with quiet_transformers():
+        student.save_pretrained(model_dir)  # safetensors (transformers >= 5 writes nothing else)
     tokenizer.save_pretrained(model_dir)
     return LMTrainResult(run_dir, model_dir, state["history"], time.perf_counter() - started)

@@ -198,3 +198,65 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
                                    folder=root / f"student-{name}")
         model_dirs[name] = root / f"student-{name}" / "model"
     return LMLab(root, config, model_dirs, metrics)
+
+
+def quick_config(seed: int = 0) -> LMLabConfig:
+    """Small models on little data: a minute or two on 2 cores, for a first look at the pipeline (the models learn
+    the trace formats, not the tasks; the figures in the docs come from the default recipe)."""
+    one = TrainConfig(epochs=2, batch_size=32, lr=3e-3)
+    return LMLabConfig(n_train=200, n_transfer=50, max_new_tokens=100, seed=seed,
+                       teacher_model=LlamaSpec(hidden_size=32, num_hidden_layers=2),
+                       student_model=LlamaSpec(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                               num_key_value_heads=1),
+                       teacher_train=one, student_train=one, distill_train=one.model_copy(update={"epochs": 1}))
+
+
+RECIPES = {"default": LMLabConfig, "quick": quick_config}
+MODELS = ("teacher", "base_student", *STUDENTS)
+
+
+def recipe(name: str) -> LMLabConfig:
+    """A lab recipe by name (``default``, ``quick``) or from an LMLabConfig YAML file."""
+    if name in RECIPES:
+        return RECIPES[name]()
+    from kdlens.config import did_you_mean, load_yaml
+
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"Expected `lab_recipe` to be one of {', '.join(RECIPES)} or a YAML file, but got "
+                                f"{name!r}.{did_you_mean(name, RECIPES)}")
+    return load_yaml(name, LMLabConfig)
+
+
+def check_lab_model(name: str) -> None:
+    """Raise (before any training) if ``name`` is not a model the language-model lab builds."""
+    if name not in MODELS:
+        from kdlens.config import did_you_mean
+
+        raise ValueError(f"Expected `lab_model` to be one of {', '.join(MODELS)} (with lab: lm), but got {name!r}."
+                         f"{did_you_mean(name, MODELS)}")
+
+
+def lab_models(wanted: dict[str, tuple[str, str, str]], device: str = "cpu", progress: bool = True) -> dict:
+    """Build (or load) the language-model labs that ``wanted`` needs and return its models.
+
+    Parameters
+    ----------
+    wanted : your name for a model -> (lab root, recipe name or YAML path, lab model name)
+
+    Returns
+    -------
+    dict: your name -> :class:`~kdlens.subjects.LanguageModel` on ``device``; each distinct (root, recipe) lab is
+    built once, with only the students asked for.
+    """
+    for _, _, model in wanted.values():
+        check_lab_model(model)
+    out = {}
+    for root, recipe_name in sorted({(root, r) for root, r, _ in wanted.values()}):
+        names = [m for r0, r1, m in wanted.values() if (r0, r1) == (root, recipe_name)]
+        config = recipe(recipe_name)
+        config = config.model_copy(update={"students": [s for s in STUDENTS if s in names]})
+        lab = build(root, config, progress=progress, device=device)
+        for key, (r0, r1, model) in wanted.items():
+            if (r0, r1) == (root, recipe_name):
+                out[key] = LanguageModel.from_pretrained(lab.model_dirs[model], device=device, name=key)
+    return {key: out[key] for key in wanted}

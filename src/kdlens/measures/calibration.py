@@ -171,8 +171,14 @@ def confidence_calibration_error(confidence, correct, n_bins: int = 15, norm: st
     ...                                    n_bins=10), 6)
     0.333333
     """
-    n_bins = C.check_n_bins(n_bins)
     C.check_choice(norm, "norm", NORMS)
+    count, conf_sum, correct_sum = _confidence_sums(confidence, correct, n_bins)
+    return _ece_compute(count, conf_sum, correct_sum, norm)
+
+
+def _confidence_sums(confidence, correct, n_bins: int):
+    """Validated per-bin (count, confidence sum, correct sum) of one confidence per example."""
+    n_bins = C.check_n_bins(n_bins)
     c = C.as_float(confidence, "confidence")
     if c.ndim != 1 or c.numel() == 0:
         C.fail("confidence", "a non-empty 1-D tensor (one confidence per example)", f"shape {tuple(c.shape)}")
@@ -184,8 +190,26 @@ def confidence_calibration_error(confidence, correct, n_bins: int = 15, norm: st
         C.fail("correct", "bool or 0/1 values", f"dtype {ok.dtype} with other values")
     C.check_same_length(c, ok, "confidence", "correct")
     index = _width_bin_index(c.double(), n_bins)
-    count, conf_sum, correct_sum = _bin_sums(index, c.double(), ok.bool().to(c.device), n_bins)
-    return _ece_compute(count, conf_sum, correct_sum, norm)
+    return _bin_sums(index, c.double(), ok.bool().to(c.device), n_bins)
+
+
+def confidence_reliability_curve(confidence, correct, n_bins: int = 15) -> ReliabilityCurve:
+    """The reliability diagram's numbers for one confidence per example (the curve behind
+    :func:`confidence_calibration_error`): per equal-width bin, mean confidence, accuracy and count.
+
+    Parameters as in :func:`confidence_calibration_error`. Empty bins hold NaN confidence and accuracy; with
+    top-label confidences it equals :func:`reliability_curve`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> curve = confidence_reliability_curve(torch.tensor([0.9, 0.8, 0.3]), torch.tensor([1, 0, 0]), n_bins=2)
+    >>> curve.count.tolist(), curve.accuracy.tolist()
+    ([1, 2], [0.0, 0.5])
+    """
+    count, conf_sum, correct_sum = _confidence_sums(confidence, correct, n_bins)
+    n_bins = int(count.numel())
+    return ReliabilityCurve(conf_sum / count, correct_sum / count, count.long(), _width_edges(n_bins))
 
 
 def reliability_curve(probs, labels, n_bins: int = 15, binning: str = "width") -> ReliabilityCurve:

@@ -51,6 +51,14 @@ def generate_traces(model, examples: Sequence, max_new_tokens: int = 160, batch_
     return model.generate([e.prompt for e in examples], max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
+def per_question_step_agreement(examples: Sequence, texts: Sequence[str], teacher_texts: Sequence[str]) -> torch.Tensor:
+    """(n,) float64: per question, the share of its gold steps that both the student's trace (``texts``) and the
+    teacher's get right (:func:`kdlens.measures.step_agreement`, correctness kind)."""
+    student, teacher = check_traces(examples, list(texts)), check_traces(examples, list(teacher_texts))
+    return M.step_agreement([t.steps_correct for t in teacher], [s.steps_correct for s in student],
+                            kind="correctness", reduction="none")
+
+
 def _summary(checks: list[TraceCheck], teacher: list[TraceCheck] | None, texts: list[str],
              teacher_texts: list[str] | None) -> dict:
     answer = [c.answer_correct for c in checks]

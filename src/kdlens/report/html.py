@@ -175,6 +175,10 @@ def _environment() -> jinja2.Environment:
 def summary_markdown(results: dict) -> str:
     """``summary.md``: the verdicts and the headline table, for a pull request or a lab notebook."""
     card = results["scorecard"]
+    if results["data"].get("task") == "reasoning":
+        from kdlens.report.lm_html import COLUMNS as columns
+    else:
+        columns = COLUMNS
 
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
@@ -186,11 +190,11 @@ def summary_markdown(results: dict) -> str:
     else:
         lines.append(f"**Chosen: {cell(chosen)}.**" + (f" Accuracy alone would have chosen {cell(by_accuracy)}."
                                                          if by_accuracy and by_accuracy != chosen else ""))
-    lines += ["", "| model | verdict | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-              "|---|---|" + "---:|" * len(COLUMNS)]
-    lines.append("| teacher | | " + " | ".join(_fmt(results["teacher"].get(k), f) for k, _, f in COLUMNS) + " |")
+    lines += ["", "| model | verdict | " + " | ".join(h for _, h, _ in columns) + " |",
+              "|---|---|" + "---:|" * len(columns)]
+    lines.append("| teacher | | " + " | ".join(_fmt(results["teacher"].get(k), f) for k, _, f in columns) + " |")
     for name, s in results["students"].items():
-        lines.append(f"| {cell(name)} | {s['verdict']} | " + " | ".join(_fmt(s.get(k), f) for k, _, f in COLUMNS)
+        lines.append(f"| {cell(name)} | {s['verdict']} | " + " | ".join(_fmt(s.get(k), f) for k, _, f in columns)
                      + " |")
     lines += ["", "## Verdicts", ""]
     lines += [f"- **{cell(name)}**: {cell(s['verdict_text'])}" for name, s in results["students"].items()]
@@ -210,7 +214,12 @@ def render(run_dir: str | Path, per_kind: int = 4) -> Path:
     if results is None:
         raise FileNotFoundError(f"Expected `run_dir` to hold results.json, but got {run_dir} without it. Run "
                                 f"`kdlens audit CONFIG` first (its run_dir is the folder to report on).")
-    html = _environment().get_template("report.html.j2").render(**_context(run_dir, results, per_kind))
+    if results["data"].get("task") == "reasoning":
+        from kdlens.report.lm_html import lm_context
+
+        html = _environment().get_template("report_lm.html.j2").render(**lm_context(run_dir, results, _fmt))
+    else:
+        html = _environment().get_template("report.html.j2").render(**_context(run_dir, results, per_kind))
     path = run_dir / "report.html"
     _write(path, html)
     _write(run_dir / "summary.md", summary_markdown(results))

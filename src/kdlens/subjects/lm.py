@@ -133,6 +133,20 @@ def _check_checkpoint(path: Path) -> None:
            "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
 
 
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' own per-file bars ("Loading weights", "Writing model shards") for a moment: kdlens shows
+    its own progress, and a run's log should not fill with them. The setting is restored afterwards."""
+    logging = _transformers().utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     """The folder's tokenizer as saved.
 
@@ -228,9 +242,10 @@ class LanguageModel:
         # transformers renamed `torch_dtype` to `dtype` in 4.56 (the old name warns in 5.x).
         major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
-            **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
+        with quiet_transformers():
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
+                **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
         tokenizer = load_tokenizer(path, trust_remote_code)
         model.to(device).eval()
         return cls(model, tokenizer, name or path.name)

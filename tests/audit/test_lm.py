@@ -1,0 +1,248 @@
+"""The language-model audit end to end: the tiny lab's models through `kdlens audit`, local checkpoints with
+different tokenizers, the numbers recomputed independently from the saved traces, caching, and bad input."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from kdlens import audit
+from kdlens.audit.lm_results import LM_STUDENT_KEYS
+from kdlens.io import read_json
+from kdlens.probes import traces as T
+from kdlens.subjects import LanguageModel
+from kdlens.tasks import babi, chains
+from tests.lab.test_lm import tiny
+
+STUDENTS = ["base_student", "seq_kd", "token_fkl_t2"]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lm_recipe")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny().model_dump(mode="json")))
+    return {"path": str(path), "root": str(folder / "labs")}
+
+
+def lab_config(recipe, run_dir, students=STUDENTS, **overrides) -> dict:
+    source = {"lab": "lm", "lab_root": recipe["root"], "lab_recipe": recipe["path"]}
+    return {"run_dir": str(run_dir), "data": {"task": "reasoning", "n": 10},
+            "teacher": source, "students": {n: {**source, "lab_model": n} for n in students},
+            "probes": {"traces": {"max_new_tokens": 30}, "representations": {"n": 6}}, **overrides}
+
+
+@pytest.fixture(scope="module")
+def audited(recipe, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("lm_audit") / "run"
+    return run_dir, audit.run(lab_config(recipe, run_dir), progress=False)
+
+
+def test_every_student_has_every_key_and_the_data_comes_from_the_lab_recipe(audited):
+    run_dir, results = audited
+    assert results["data"]["task"] == "reasoning" and results["data"]["tasks"] == ["chains", "babi"]
+    assert list(results["students"]) == STUDENTS
+    for entry in results["students"].values():
+        assert set(LM_STUDENT_KEYS) <= set(entry)
+        assert entry["verdict"] in ("recommended", "acceptable", "at risk", "rejected")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["chains"]["max_steps"] == tiny().chains.max_steps  # the lab's task, not the default
+    assert json.loads((run_dir / "results.json").read_text()) == results
+
+
+def test_the_headline_numbers_recompute_from_the_saved_traces(audited):
+    run_dir, results = audited
+    config = tiny()
+    questions = chains.make_split(config.chains, "test", 10) + babi.make_split(config.babi, "test", 10)
+    texts = {n: read_json(run_dir / "stages" / "generations" / n / "texts.json")["texts"]
+             for n in ["teacher", *STUDENTS]}
+    teacher = [(chains if isinstance(q, chains.ChainExample) else babi).check_trace(q, t)
+               for q, t in zip(questions, texts["teacher"], strict=True)]
+    for name in STUDENTS:
+        checks = [(chains if isinstance(q, chains.ChainExample) else babi).check_trace(q, t)
+                  for q, t in zip(questions, texts[name], strict=True)]
+        entry = results["students"][name]
+        assert entry["accuracy"] == pytest.approx(sum(c.answer_correct for c in checks) / len(checks))
+        assert entry["trace_accuracy"] == pytest.approx(sum(c.trace_correct for c in checks) / len(checks))
+        agree = [c.answer is not None and c.answer == t.answer for c, t in zip(checks, teacher, strict=True)]
+        assert entry["agreement"] == pytest.approx(sum(agree) / len(agree))
+        right = [c for c in checks if c.answer_correct]
+        expected = sum(not c.trace_correct for c in right) / len(right) if right else None
+        assert entry["right_for_wrong_reasons"] == (pytest.approx(expected) if right else None)
+        counts = entry["contingency"]["overall"]["table"]["counts"]
+        assert sum(map(sum, counts)) == len(questions)
+
+
+def test_the_breakdown_by_steps_and_the_samples(audited):
+    _, results = audited
+    steps = results["breakdowns"]["steps"]
+    assert set(steps) == {"chains", "babi"}
+    assert steps["chains"]["difficulty"] == sorted(steps["chains"]["difficulty"])
+    assert sum(steps["chains"]["n"]) == 10 and set(steps["chains"]["accuracy"]) == {"teacher", *STUDENTS}
+    assert set(steps["chains"]["step_agreement"]) == set(STUDENTS)  # the teacher has no agreement with itself
+    for name, kinds in results["samples"].items():
+        for kind, items in kinds.items():
+            assert len(items) <= 3 and all("sentences" in item["model"] for item in items), (name, kind)
+
+
+def test_a_second_run_loads_every_stage(audited, recipe):
+    run_dir, results = audited
+    manifest = read_json(run_dir / "manifest.json")
+    again = audit.run(lab_config(recipe, run_dir), progress=False)
+    assert read_json(run_dir / "manifest.json") == manifest and again == results
+
+
+def test_an_added_student_generates_only_its_own_traces(audited, recipe, tmp_path, monkeypatch):
+    run_dir, _ = audited
+    copy = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(run_dir, copy)
+    generated = []
+    original = T.generate_traces
+    monkeypatch.setattr(T, "generate_traces", lambda model, *a, **k: generated.append(model.name) or
+                        original(model, *a, **k))
+    results = audit.run(lab_config(recipe, copy, students=[*STUDENTS, "token_rkl"]), progress=False)
+    assert generated == ["token_rkl"] and "token_rkl" in results["students"]
+
+
+def test_the_report_has_every_language_model_section_and_escapes_text(audited, tmp_path):
+    import shutil
+
+    from kdlens.report import render
+
+    run_dir, _ = audited
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    results = read_json(copy / "results.json")
+    kinds = results["samples"]["seq_kd"] or {"disagrees_with_teacher": []}
+    hostile = "<script>alert(1)</script>"
+    kind = next(iter(kinds))
+    kinds[kind] = [{"index": 0, "task": "chains", "difficulty": 1, "prompt": hostile, "gold": "3",
+                    "model": {"answer": hostile, "answer_correct": False, "trace_correct": False, "text": hostile,
+                              "sentences": [{"text": hostile, "correct": False}]}, "teacher": None}]
+    results["samples"]["seq_kd"] = kinds
+    (copy / "results.json").write_text(json.dumps(results))
+    html = render(copy).read_text()
+    for section in ("summary", "fidelity", "contingency", "steps", "calibration", "representations", "samples"):
+        assert f'id="{section}"' in html, section
+    assert hostile not in html and "&lt;script&gt;" in html
+    assert "P(CA | CT)" in html and "<svg" in html
+    assert "| seq_kd |" in (copy / "summary.md").read_text()
+
+
+def char_qwen(texts: list[str], seed: int) -> LanguageModel:
+    """A character-level Qwen2: a tokenizer unlike the lab's word-level one."""
+    chars = sorted(set("".join(texts)))
+    vocab = {c: i for i, c in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", *chars])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
+                                  eos_token="<eos>")
+    torch.manual_seed(seed)
+    net = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                       pad_token_id=0, bos_token_id=2, eos_token_id=3))
+    return LanguageModel(net, tok, "char")
+
+
+def test_local_checkpoints_with_another_tokenizer(recipe, audited, tmp_path):
+    """A teacher folder and a character-level student folder, loaded by the real loading code: everything that
+    compares them works on text."""
+    from kdlens.lab.lm import build
+
+    lab = build(recipe["root"], tiny(students=[]), progress=False)
+    questions = chains.make_split(tiny().chains, "test", 4)
+    student = char_qwen([q.prompt + chains.write_trace(q, "teacher") for q in questions] + ["0123456789 ?.,;="],
+                        seed=3)
+    student.model.save_pretrained(tmp_path / "char")
+    student.tokenizer.save_pretrained(tmp_path / "char")
+    config = {"run_dir": str(tmp_path / "run"), "data": {"task": "reasoning", "chains": tiny().chains.model_dump(),
+                                                         "babi": None, "n": 4},
+              "teacher": {"checkpoint": str(lab.model_dirs["teacher"])},
+              "students": {"char": {"checkpoint": str(tmp_path / "char")}},
+              "probes": {"traces": {"max_new_tokens": 12}, "representations": {"n": 4}}}
+    results = audit.run(config, progress=False)
+    assert results["data"]["tasks"] == ["chains"] and results["data"]["splits"] == {"test": 4}
+    assert results["students"]["char"]["cka_mean_best"] is not None
+    cka = read_json(tmp_path / "run" / "stages" / "representations" / "figures.json")["students"]["char"]
+    assert len(cka["student_layers"]) == 2  # embeddings + one layer, one row per word despite the tokenizer
+
+
+def test_python_callers_pass_language_models(tmp_path):
+    questions = chains.make_split(chains.ChainsConfig(max_steps=2), "test", 3)
+    texts = [q.prompt + chains.write_trace(q, "teacher") for q in questions] + ["0123456789 ?.,;="]
+    teacher, student = char_qwen(texts, 0), char_qwen(texts, 1)
+    config = {"run_dir": str(tmp_path / "run"), "data": {"task": "reasoning", "babi": None, "n": 3,
+                                                         "chains": {"max_steps": 2}},
+              "probes": {"traces": {"max_new_tokens": 8}, "calibration": {"enabled": False},
+                         "representations": {"enabled": False}}}
+    results = audit.run(config, teacher=teacher, students={"mine": student}, progress=False)
+    entry = results["students"]["mine"]
+    assert entry["ece"] is None and entry["cka_mean_best"] is None  # probes off: null, never a number
+    assert not (tmp_path / "run" / "stages" / "calibration").exists()
+
+
+# -- bad input: one test each ---------------------------------------------------------------------------------------
+
+
+def test_a_missing_checkpoint_folder_is_named(tmp_path):
+    config = {"run_dir": str(tmp_path / "run"), "data": {"task": "reasoning", "n": 2},
+              "teacher": {"checkpoint": str(tmp_path / "nowhere")}, "students": {"s": {"checkpoint": str(tmp_path)}}}
+    with pytest.raises(FileNotFoundError, match="nowhere.*no such folder"):
+        audit.run(config, progress=False)
+
+
+def test_an_unknown_lab_model_suggests_the_right_one(tmp_path):
+    config = {"run_dir": str(tmp_path / "run"), "data": {"task": "reasoning"}, "teacher": {"lab": "lm"},
+              "students": {"s": {"lab": "lm", "lab_model": "seq_kdd"}}}
+    with pytest.raises(ValueError, match="Did you mean 'seq_kd'"):
+        audit.run(config, progress=False)
+
+
+def test_a_typo_in_the_probes_suggests_the_key(tmp_path):
+    config = {"run_dir": str(tmp_path), "data": {"task": "reasoning"}, "probes": {"trace": {}}}
+    with pytest.raises(ValueError, match="Did you mean 'traces'"):
+        audit.run(config, progress=False)
+
+
+def test_a_classifier_probe_in_a_language_model_audit_is_an_error(tmp_path):
+    config = {"run_dir": str(tmp_path), "data": {"task": "reasoning"}, "probes": {"attribution": {}}}
+    with pytest.raises(ValueError, match="attribution"):
+        audit.run(config, progress=False)
+
+
+def test_no_task_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="at least one task"):
+        audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning", "chains": None, "babi": None}})
+
+
+def test_a_module_instead_of_a_language_model_is_a_type_error(tmp_path):
+    config = {"run_dir": str(tmp_path), "data": {"task": "reasoning"}}
+    with pytest.raises(TypeError, match="LanguageModel"):
+        audit.run(config, teacher=torch.nn.Linear(2, 2), students={"s": torch.nn.Linear(2, 2)}, progress=False)
+
+
+def test_baselines_are_refused_for_language_models(tmp_path):
+    with pytest.raises(ValueError, match="no baselines"):
+        audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning"}}, baselines={"b": object()})
+
+
+def test_a_student_named_teacher_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="'teacher' names the teacher"):
+        audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning"}, "teacher": {"lab": "lm"},
+                   "students": {"teacher": {"lab": "lm"}}})
+
+
+def test_no_student_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="at least one student"):
+        audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning"}, "teacher": {"lab": "lm"}})
+
+
+def test_a_name_that_cannot_be_a_folder_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="letters, digits.*'my_student'"):
+        audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning"}, "teacher": {"lab": "lm"},
+                   "students": {"my/student": {"lab": "lm"}}})
