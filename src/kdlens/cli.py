@@ -215,9 +215,8 @@ def _print_scorecard(results: dict) -> None:
     table.add_column("student", no_wrap=True)
     table.add_column("verdict")
     if results["data"].get("task") == "reasoning":
-        columns = {"score": "score", "accuracy": "accuracy", "agreement": "agreement", "trace_accuracy": "trace acc",
-                   "step_agreement": "step agree", "bleu": "BLEU", "right_for_wrong_reasons": "wrong trace",
-                   "ece": "ECE"}
+        columns = {"score": "score", "accuracy": "acc.", "trace_accuracy": "trace acc.",
+                   "step_agreement": "step agree", "bleu": "BLEU", "right_for_wrong_reasons": "wrong trace"}
     else:
         columns = {"score": "score", "accuracy": "accuracy", "accuracy_shifted": "shifted", "agreement": "agreement",
                    "ece": "ECE", "attribution_spearman": "attr. rho", "right_for_wrong_reasons": "wrong reasons",

@@ -246,3 +246,31 @@ def test_a_name_that_cannot_be_a_folder_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="letters, digits.*'my_student'"):
         audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning"}, "teacher": {"lab": "lm"},
                    "students": {"my/student": {"lab": "lm"}}})
+
+
+def test_the_language_model_page_in_a_real_browser(audited, tmp_path):
+    from kdlens.report import render
+    from kdlens.report.lm_html import SECTIONS
+    from tests.report.browser import check_page, require_browser
+
+    require_browser()
+    run_dir, _ = audited
+    seen = check_page(render(run_dir), tmp_path / "lm.png")
+    assert seen["console_errors"] == [] and seen["page_errors"] == [] and seen["requests"] == []
+    assert seen["section_ids"] == list(SECTIONS)
+
+
+def test_the_command_audits_a_language_model_config_and_writes_the_report(audited, recipe, tmp_path):
+    from typer.testing import CliRunner
+
+    from kdlens.cli import app
+
+    run_dir, _ = audited
+    path = tmp_path / "audit_lm.yaml"
+    path.write_text(yaml.safe_dump(lab_config(recipe, run_dir)))
+    result = CliRunner().invoke(app, ["audit", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "BLEU" in result.output and "seq_kd" in result.output and (run_dir / "report.html").is_file()
+    path.write_text(yaml.safe_dump({**lab_config(recipe, run_dir), "sample": 2}))
+    result = CliRunner().invoke(app, ["audit", str(path), "--quiet"])
+    assert result.exit_code == 2 and "samples" in result.output  # a typo: the right key is suggested

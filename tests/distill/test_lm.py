@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -158,3 +160,27 @@ def test_teacher_and_kd_go_together(tmp_path):
     tok = tokenizer()
     with pytest.raises(ValueError, match="given together"):
         train_lm(llama(len(tok)), tok, prompts, targets, tmp_path, TrainConfig(progress=False), teacher=llama(len(tok)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 400), batch_size=st.integers(1, 37), seed=st.integers(0, 10_000))
+def test_an_epoch_order_visits_every_example_once(n, batch_size, seed):
+    from kdlens.distill.lm import epoch_order
+
+    lengths = torch.randint(1, 90, (n,), generator=torch.Generator().manual_seed(seed))
+    order = epoch_order(lengths, batch_size, seed, group_by_length=True, group_batches=3)
+    assert sorted(order.tolist()) == list(range(n))
+    assert torch.equal(order, epoch_order(lengths, batch_size, seed, group_by_length=True, group_batches=3))
+
+
+def test_grouping_by_length_pads_less_and_plain_order_is_a_permutation_of_the_seed():
+    from kdlens.distill.lm import epoch_order
+
+    lengths = torch.randint(10, 100, (2000,), generator=torch.Generator().manual_seed(0))
+
+    def padding(order):
+        return sum(int(b.max() - b.min()) for b in lengths[order].split(32))
+
+    grouped, plain = epoch_order(lengths, 32, 7), epoch_order(lengths, 32, 7, group_by_length=False)
+    assert torch.equal(plain, torch.randperm(2000, generator=torch.Generator().manual_seed(7)))
+    assert padding(grouped) < 0.2 * padding(plain)

@@ -14,7 +14,7 @@ def tiny(**overrides) -> lm.LMLabConfig:
     return lm.LMLabConfig(**{
         "chains": chains.ChainsConfig(max_steps=2, start_range=(0, 5), operand_range=(1, 3),
                                       multiplier_range=(2, 2), max_value=20),
-        "n_train": 24, "n_transfer": 8, "max_new_tokens": 24,
+        "n_train": 24, "n_train_babi": None, "n_transfer": 8, "max_new_tokens": 24,
         "teacher_model": lm.LlamaSpec(hidden_size=16, num_hidden_layers=1),
         "student_model": lm.LlamaSpec(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                       num_key_value_heads=1),
