@@ -71,3 +71,14 @@ def validate(data: Any, model: type[Model], source: str = "config") -> Model:
 def dump_yaml(model: BaseModel) -> str:
     """The resolved config, every default filled in, as YAML (what a run saves beside its results)."""
     return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
+
+
+def named_recipe(name: str, recipes: dict, model: type[Model]) -> Model:
+    """``recipes[name]()`` for a recipe's name, else the YAML file at path ``name`` validated as ``model`` (the labs'
+    ``lab_recipe``); an unknown name that is no file is an error listing the names."""
+    if name in recipes:
+        return recipes[name]()
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"Expected `lab_recipe` to be one of {', '.join(recipes)} or a YAML file, but got "
+                                f"{name!r}.{did_you_mean(name, recipes)}")
+    return load_yaml(name, model)

@@ -6,8 +6,6 @@ import json
 import pytest
 import torch
 import yaml
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from kdlens import audit
 from kdlens.audit.lm_results import LM_STUDENT_KEYS
@@ -16,6 +14,7 @@ from kdlens.probes import traces as T
 from kdlens.subjects import LanguageModel
 from kdlens.tasks import babi, chains
 from tests.lab.test_lm import tiny
+from tests.probes.test_lm_representations import char_lm
 
 STUDENTS = ["base_student", "seq_kd", "token_fkl_t2"]
 
@@ -136,17 +135,7 @@ def test_the_report_has_every_language_model_section_and_escapes_text(audited, t
 
 def char_qwen(texts: list[str], seed: int) -> LanguageModel:
     """A character-level Qwen2: a tokenizer unlike the lab's word-level one."""
-    chars = sorted(set("".join(texts)))
-    vocab = {c: i for i, c in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", *chars])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                  eos_token="<eos>")
-    torch.manual_seed(seed)
-    net = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
-                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                       pad_token_id=0, bos_token_id=2, eos_token_id=3))
-    return LanguageModel(net, tok, "char")
+    return char_lm(seed, texts, "char")
 
 
 def test_local_checkpoints_with_another_tokenizer(recipe, audited, tmp_path):

@@ -111,6 +111,21 @@ def test_token_level_kd_pulls_the_student_towards_the_teacher(tmp_path):
     assert {"ce", "forward_kl", "loss"} <= set(result.history[-1])
 
 
+def test_the_teacher_cache_trains_the_student_as_the_teacher_in_the_loop_does(tmp_path):
+    tok = tokenizer()
+    prompts, targets = chains(48)
+    teacher = llama(len(tok), seed=1)
+    runs = {}
+    for name, cache_mb in (("cached", 1024), ("live", 0)):
+        student = llama(len(tok), seed=2)
+        runs[name] = train_lm(student, tok, prompts, targets, tmp_path / name, TrainConfig(
+            epochs=2, batch_size=16, lr=1e-2, progress=False, teacher_cache_mb=cache_mb), teacher=teacher,
+            kd=TokenKD(loss="forward_kl", temperature=2.0)).history, student
+    for a, b in zip(runs["cached"][1].parameters(), runs["live"][1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # batch shapes differ: float rounding only
+    assert runs["cached"][0][-1]["forward_kl"] == pytest.approx(runs["live"][0][-1]["forward_kl"], rel=1e-4)
+
+
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     tok = tokenizer()
     prompts, targets = chains(40)

@@ -21,9 +21,9 @@ def word_lm(seed: int = 0, layers: int = 2) -> LanguageModel:
     return LanguageModel(net, tok)
 
 
-def char_lm(seed: int = 1) -> LanguageModel:
-    """A character-level tokenizer: every word spans several tokens."""
-    chars = sorted(set("".join(TEXTS)))
+def char_lm(seed: int = 1, texts: list[str] = TEXTS, name: str = "model") -> LanguageModel:
+    """A character-level Qwen2 (every word spans several tokens) over the characters of ``texts``."""
+    chars = sorted(set("".join(texts)))
     vocab = {c: i for i, c in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", *chars])}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
@@ -33,7 +33,7 @@ def char_lm(seed: int = 1) -> LanguageModel:
     net = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                        pad_token_id=0, bos_token_id=2, eos_token_id=3))
-    return LanguageModel(net, tok)
+    return LanguageModel(net, tok, name)
 
 
 def test_one_row_per_word_whatever_the_tokenizer():

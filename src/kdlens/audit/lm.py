@@ -102,7 +102,7 @@ def _models(config: LMAuditConfig, teacher, students, progress: bool) -> dict[st
                **(config.students if students is None else {})}
     loaded = _load(sources, config.device, progress)
     names = [TEACHER, *(students if students is not None else config.students)]
-    return {name: given.get(name) or loaded[name] for name in names}
+    return {name: given[name] if name in given else loaded[name] for name in names}
 
 
 def _digest(model: LanguageModel) -> str:

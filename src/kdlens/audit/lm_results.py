@@ -16,7 +16,7 @@ import kdlens
 from kdlens import io
 from kdlens.audit.common import TEACHER, mean_ci, read_rows
 from kdlens.audit.config import SelectionRule
-from kdlens.audit.results import SCHEMA_VERSION
+from kdlens.audit.results import SCHEMA_VERSION, attach_verdicts
 from kdlens.audit.scorecard import scorecard
 
 LM_STUDENT_KEYS = ("accuracy", "agreement", "trace_accuracy", "step_agreement", "bleu", "right_for_wrong_reasons",
@@ -152,11 +152,7 @@ def build_lm_results(run_dir: str | Path, students: list[str], data: dict, rule:
     teacher.update(contingency=metrics[TEACHER]["contingency"], by_task=metrics[TEACHER]["by_task"],
                    intervals=metrics[TEACHER]["intervals"])
     card = scorecard(teacher, {n: metrics[n] for n in students}, rule, language_model=True)
-    for name in students:
-        entry = card["students"][name]
-        metrics[name].update(verdict=entry["verdict"], verdict_text=entry["verdict_text"], risks=entry["risks"],
-                             score=entry["score"], rank=entry["rank"], pareto=entry["pareto"],
-                             failed_floors=entry["failed_floors"])
+    attach_verdicts(metrics, card)
     results = {
         "schema_version": SCHEMA_VERSION,
         "kdlens_version": kdlens.__version__,

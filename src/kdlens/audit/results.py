@@ -103,6 +103,14 @@ def _teacher(figures: dict[str, dict | None], primary: str, shifted: str | None,
     return teacher
 
 
+def attach_verdicts(metrics: dict[str, dict], card: dict) -> None:
+    """Copy each student's verdict, risks, score, rank, Pareto flag and failed floors from the scorecard into its
+    metrics (in place)."""
+    keys = ("verdict", "verdict_text", "risks", "score", "rank", "pareto", "failed_floors")
+    for name, entry in card["students"].items():
+        metrics[name].update({k: entry[k] for k in keys})
+
+
 def build_results(run_dir: str | Path, students: list[str], baselines: list[str], data: dict,
                   rule: SelectionRule, extra: dict | None = None) -> dict:
     """Assemble ``results.json`` from the stage files under ``run_dir`` and write it atomically.
@@ -126,11 +134,7 @@ def build_results(run_dir: str | Path, students: list[str], baselines: list[str]
     metrics = headline(figures, primary, shifted, [*students, *baselines])
     teacher = _teacher(figures, primary, shifted, students)
     card = scorecard(teacher, {n: metrics[n] for n in students}, rule, has_masks=data.get("has_masks", False))
-    for name in students:
-        entry = card["students"][name]
-        metrics[name].update(verdict=entry["verdict"], verdict_text=entry["verdict_text"], risks=entry["risks"],
-                             score=entry["score"], rank=entry["rank"], pareto=entry["pareto"],
-                             failed_floors=entry["failed_floors"])
+    attach_verdicts(metrics, card)
     results = {
         "schema_version": SCHEMA_VERSION,
         "kdlens_version": kdlens.__version__,

@@ -144,6 +144,26 @@ def epoch_order(lengths: torch.Tensor, batch_size: int, seed: int, group_by_leng
     return torch.cat(shuffled + ([last] if last is not None else []))
 
 
+def _teacher_cache(teacher: nn.Module, data: Encoded, config: TrainConfig, device) -> torch.Tensor | None:
+    """The frozen teacher's logits (n, T, V) float32 on the CPU for every training sequence, computed once, when they
+    fit in ``config.teacher_cache_mb``; None otherwise (the teacher then runs on every batch). Causal attention and
+    right padding make a position's logits independent of the padding after it, so cached and per-batch logits
+    differ only by float rounding (batch shapes differ)."""
+    n, length = data.input_ids.shape
+    vocab = teacher.get_output_embeddings().out_features
+    if config.teacher_cache_mb <= 0 or n * length * vocab * 4 > config.teacher_cache_mb * 2**20:
+        return None
+    cache = torch.zeros(n, length, vocab)
+    with torch.no_grad():
+        for start in range(0, n, config.batch_size):
+            rows = slice(start, start + config.batch_size)
+            width = int(data.attention_mask[rows].sum(1).max())
+            cache[rows, :width] = teacher(input_ids=data.input_ids[rows, :width].to(device),
+                                          attention_mask=data.attention_mask[rows, :width].to(device)
+                                          ).logits.float().cpu()
+    return cache
+
+
 def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[str], run_dir: str | Path,
              config: TrainConfig = TrainConfig(), teacher: nn.Module | None = None, teacher_tokenizer=None,
              kd: TokenKD | None = None, max_length: int | None = None,
@@ -156,7 +176,8 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
     tokenizer : its fast tokenizer (offsets needed), with pad and eos tokens
     prompts, targets : the texts; for sequence-level KD, ``targets`` are the teacher's generations
     run_dir : checkpoints, ``history.json`` and the final ``model/`` (save_pretrained, safetensors)
-    config : epochs, batch size, learning rate, schedule, seed, checkpointing (the classifier trainer's)
+    config : epochs, batch size, learning rate, schedule, seed, checkpointing (the classifier trainer's); with a
+        teacher, its logits for the whole training set are computed once when they fit in ``teacher_cache_mb``
     teacher, kd : a frozen teacher LM and the token-level term (both or neither)
     teacher_tokenizer : the teacher's tokenizer, checked to equal the student's vocabulary (default: the same)
     max_length : truncate longer sequences to this many tokens (default: keep them whole)
@@ -200,6 +221,7 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
         state = checkpoints.restore(resumed, student, placeholder, optimizer)
     from kdlens.progress import progress_bar
 
+    cache = _teacher_cache(teacher, data, config, device) if teacher is not None else None
     with progress_bar(config.progress, "distil LM", total=total, completed=state["global_step"]) as bar:
         for epoch in range(state["epoch"], config.epochs):
             order = epoch_order(data.attention_mask.sum(1), config.batch_size, config.seed * 100_003 + epoch,
@@ -212,7 +234,9 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
                                                                         data.target_mask)))
                 logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
                 teacher_logits = None
-                if teacher is not None:
+                if cache is not None:
+                    teacher_logits = cache[index, :width].to(device)
+                elif teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(input_ids=batch.input_ids,
                                                  attention_mask=batch.attention_mask).logits.float()

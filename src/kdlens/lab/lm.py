@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from kdlens import io
-from kdlens.config import StrictModel, dump_yaml
+from kdlens.config import StrictModel, dump_yaml, named_recipe
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.lm import TokenKD, train_lm
 from kdlens.distill.trainer import RUN_SETTINGS
@@ -78,7 +78,7 @@ class LMLabConfig(StrictModel):
     student_model: LlamaSpec = LlamaSpec(hidden_size=64, num_hidden_layers=2)
     teacher_train: TrainConfig = TrainConfig(epochs=3, batch_size=64, lr=3e-3, warmup_steps=50)
     student_train: TrainConfig = TrainConfig(epochs=3, batch_size=64, lr=3e-3, warmup_steps=50)
-    distill_train: TrainConfig = TrainConfig(epochs=3, batch_size=64, lr=3e-3, warmup_steps=20)
+    distill_train: TrainConfig = TrainConfig(epochs=8, batch_size=64, lr=3e-3, warmup_steps=20)
     students: list[str] = Field(default_factory=lambda: list(STUDENTS))
     max_new_tokens: int = Field(160, ge=1)
     seed: int = 0
@@ -218,14 +218,7 @@ MODELS = ("teacher", "base_student", *STUDENTS)
 
 def recipe(name: str) -> LMLabConfig:
     """A lab recipe by name (``default``, ``quick``) or from an LMLabConfig YAML file."""
-    if name in RECIPES:
-        return RECIPES[name]()
-    from kdlens.config import did_you_mean, load_yaml
-
-    if not Path(name).is_file():
-        raise FileNotFoundError(f"Expected `lab_recipe` to be one of {', '.join(RECIPES)} or a YAML file, but got "
-                                f"{name!r}.{did_you_mean(name, RECIPES)}")
-    return load_yaml(name, LMLabConfig)
+    return named_recipe(name, RECIPES, LMLabConfig)
 
 
 def check_lab_model(name: str) -> None:

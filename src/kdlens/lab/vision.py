@@ -21,7 +21,7 @@ import torch
 from pydantic import Field, field_validator
 
 from kdlens import io
-from kdlens.config import StrictModel, did_you_mean, dump_yaml, validate
+from kdlens.config import StrictModel, did_you_mean, dump_yaml, named_recipe, validate
 from kdlens.distill.config import StrategyConfig, TrainConfig
 from kdlens.distill.trainer import RUN_SETTINGS, evaluate, train
 from kdlens.lab.cnn import SmallCNN
@@ -218,14 +218,7 @@ BASELINES = ("teacher", "teacher_reseeded", "untrained_student")
 
 def recipe(name: str) -> VisionLabConfig:
     """A lab recipe by name (``default``, ``quick``) or from a VisionLabConfig YAML file."""
-    if name in RECIPES:
-        return RECIPES[name]()
-    from kdlens.config import load_yaml
-
-    if not Path(name).is_file():
-        raise FileNotFoundError(f"Expected `lab_recipe` to be one of {', '.join(RECIPES)} or a YAML file, but got "
-                                f"{name!r}.{did_you_mean(name, RECIPES)}")
-    return load_yaml(name, VisionLabConfig)
+    return named_recipe(name, RECIPES, VisionLabConfig)
 
 
 def check_lab_model(name: str) -> None:

@@ -24,6 +24,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 _STYLE = {
     "svg.fonttype": "none",  # text as <text>, selectable and searchable
@@ -381,6 +382,8 @@ def line_chart(x: list[float], series: dict[str, list[float | None]], xlabel: st
                    for i, y in enumerate(ys.values())]
         _legend_beside(ax, handles, list(ys))
         ax.grid(alpha=0.3, lw=0.5)
+        if all(float(v).is_integer() for v in xs):  # counts (steps, facts): no 1.5 on the axis
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         return _finish(fig, ax, title, xlabel, ylabel)
 
 
