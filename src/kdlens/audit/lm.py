@@ -146,15 +146,15 @@ def traces_stage(run_dir: Path, models: dict[str, LanguageModel], questions: lis
 
     def compute() -> dict:
         figures = {"n": len(questions), "settings": settings, "models": {}}
+        marked = {name: T.per_example(questions, texts[name]) for name in models}  # each sentence right or wrong
         rows = []
         for name in models:
             reference = None if name == TEACHER else texts[TEACHER]
             figures["models"][name] = T.trace_figures(questions, texts[name], teacher_texts=reference)
-            teacher_rows = None if reference is None else T.per_example(questions, reference)
             steps = None if reference is None else T.per_question_step_agreement(questions, texts[name], reference)
-            for i, row in enumerate(T.per_example(questions, texts[name])):
-                if teacher_rows is not None:
-                    row["agree"] = row["answer"] is not None and row["answer"] == teacher_rows[i]["answer"]
+            for i, row in enumerate(marked[name]):
+                if reference is not None:
+                    row["agree"] = row["answer"] is not None and row["answer"] == marked[TEACHER][i]["answer"]
                     row["step_agreement"] = float(steps[i])
                 rows.append({"model": name, **row})
         write_stage(folder, figures, rows)
