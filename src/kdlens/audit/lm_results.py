@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-import kdlens
 from kdlens import io
 from kdlens.audit.common import TEACHER, mean_ci, read_rows
 from kdlens.audit.config import SelectionRule
-from kdlens.audit.results import SCHEMA_VERSION, attach_verdicts
+from kdlens.audit.results import write_results
 from kdlens.audit.scorecard import scorecard
 
 LM_STUDENT_KEYS = ("accuracy", "agreement", "trace_accuracy", "step_agreement", "bleu", "right_for_wrong_reasons",
@@ -152,19 +151,7 @@ def build_lm_results(run_dir: str | Path, students: list[str], data: dict, rule:
     teacher.update(contingency=metrics[TEACHER]["contingency"], by_task=metrics[TEACHER]["by_task"],
                    intervals=metrics[TEACHER]["intervals"])
     card = scorecard(teacher, {n: metrics[n] for n in students}, rule, language_model=True)
-    attach_verdicts(metrics, card)
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "kdlens_version": kdlens.__version__,
-        "data": data,
-        "teacher": teacher,
-        "students": {n: metrics[n] for n in students},
-        "baselines": {},
-        "scorecard": {k: v for k, v in card.items() if k != "students"},
+    return write_results(run_dir, data, teacher, metrics, students, [], card, {
         "thresholds": None,
         "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students])},
-        "samples": pick_samples(rows, [TEACHER, *students], samples),
-        **(extra or {}),
-    }
-    io.atomic_write_json(run_dir / "results.json", results, sort_keys=False)
-    return results
+        "samples": pick_samples(rows, [TEACHER, *students], samples), **(extra or {})})

@@ -134,6 +134,15 @@ def build_results(run_dir: str | Path, students: list[str], baselines: list[str]
     metrics = headline(figures, primary, shifted, [*students, *baselines])
     teacher = _teacher(figures, primary, shifted, students)
     card = scorecard(teacher, {n: metrics[n] for n in students}, rule, has_masks=data.get("has_masks", False))
+    return write_results(run_dir, data, teacher, metrics, students, baselines, card, {
+        "thresholds": (figures["attribution"] or {}).get("thresholds") or None, **(extra or {})})
+
+
+def write_results(run_dir: Path, data: dict, teacher: dict, metrics: dict[str, dict], students: list[str],
+                  baselines: list[str], card: dict, sections: dict) -> dict:
+    """Attach each student's verdict, then write ``results.json`` atomically: the versioned header, ``data``,
+    ``teacher``, ``students`` (config order), ``baselines``, ``scorecard``, then ``sections`` (the audit kind's
+    own keys). ``metrics`` holds every student's and baseline's headline numbers by name."""
     attach_verdicts(metrics, card)
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -143,8 +152,7 @@ def build_results(run_dir: str | Path, students: list[str], baselines: list[str]
         "students": {n: metrics[n] for n in students},
         "baselines": {n: metrics[n] for n in baselines},
         "scorecard": {k: v for k, v in card.items() if k != "students"},
-        "thresholds": (figures["attribution"] or {}).get("thresholds") or None,
-        **(extra or {}),
+        **sections,
     }
     io.atomic_write_json(run_dir / "results.json", results, sort_keys=False)
     return results
