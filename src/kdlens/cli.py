@@ -1,4 +1,4 @@
-"""The ``kdlens`` command line: a thin layer over the Python API (later issues add distill, audit, report)."""
+"""The ``kdlens`` command line: a thin layer over the Python API (lab, distill, audit, report, demo, env)."""
 
 from __future__ import annotations
 

@@ -236,3 +236,16 @@ def test_attribution_tile_rejects_bad_inputs(image, heatmap, size_px, error, mes
     with pytest.raises(error) as info:
         attribution_tile(image, heatmap, size_px=size_px)
     assert message in str(info.value)
+
+
+def test_names_of_points_close_together_go_to_different_sides():
+    from kdlens.report.plots import _label_offsets
+
+    offsets = _label_offsets({"seq_kd": np.array([0.405, 0.57]), "token_fkl_t1": np.array([0.402, 0.56]),
+                              "far": np.array([0.30, 0.20])})
+    assert offsets["seq_kd"] != offsets["token_fkl_t1"]
+    assert offsets["far"] == (4, 4)
+
+
+def test_a_scatter_without_a_front_has_no_legend():
+    assert "other" not in texts(pareto_scatter({"a": (1, 2), "b": (2, 1)}, [], "x", "y"))

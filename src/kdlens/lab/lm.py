@@ -113,7 +113,9 @@ def recipe_hash(config: LMLabConfig) -> str:
     return io.stable_hash(config.model_dump(mode="json", exclude=exclude))
 
 
-def _llama(spec: LlamaSpec, vocab_size: int, seed: int):
+def new_llama(spec: LlamaSpec, vocab_size: int, seed: int):
+    """A freshly initialised ``LlamaForCausalLM`` of ``spec``'s size (MLP 2x hidden, untied embeddings) for a
+    vocabulary of ``vocab_size`` ids, with the lab tokenizer's special token ids; weights drawn from ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -151,7 +153,7 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
 
     def fit(name: str, spec: LlamaSpec, style: str, seed: int, train_config: TrainConfig) -> dict:
         tok = load_tokenizer(tokenizer_dir)
-        model = _llama(spec, len(tok), seed)
+        model = new_llama(spec, len(tok), seed)
         prompts = [e.prompt for e in train()]
         targets = [_module(e).write_trace(e, style) for e in train()]
         result = train_lm(model, tok, prompts, targets, root / name, train_config.model_copy(update=run))

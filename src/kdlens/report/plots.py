@@ -334,12 +334,32 @@ def pareto_scatter(points: dict[str, tuple[float, float]], front: list[str], xla
             handles.append(ax.scatter(line[:, 0], line[:, 1], s=40, color="C3", edgecolor="black", lw=0.6,
                                       zorder=3))
             labels.append("Pareto front")
-        for name, (x, y) in xy.items():
-            ax.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
-        if handles:
+        for name, offset in _label_offsets(xy).items():
+            ax.annotate(name, xy[name], xytext=offset, textcoords="offset points", fontsize=7,
+                        ha="left" if offset[0] > 0 else "right")
+        if on_front:  # with no front every point is "other": a legend would say nothing
             ax.legend(handles, labels, loc="best", frameon=False)
         ax.grid(alpha=0.3, lw=0.5)
         return _finish(fig, ax, title, xlabel, ylabel)
+
+
+def _label_offsets(xy: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+    """Where each point's name goes, in points from the point: above right, unless a name already placed near it
+    (in axes fractions) is there; then below right, above left, below left, in that order."""
+    coords = np.array(list(xy.values()), dtype=float).reshape(-1, 2)  # (n, 2)
+    span = np.ptp(coords, axis=0) if len(coords) else np.ones(2)
+    unit = coords / np.where(span > 0, span, 1.0)  # axes fractions, roughly
+    candidates = ((4, 4), (4, -10), (-4, 4), (-4, -10))
+    placed: list[tuple[np.ndarray, tuple[int, int]]] = []
+    out = {}
+    for name, point in zip(xy, unit, strict=True):
+        def clashes(offset, point=point) -> bool:
+            return any(o == offset and abs(p[0] - point[0]) < 0.25 and abs(p[1] - point[1]) < 0.06
+                       for p, o in placed)
+        offset = next((c for c in candidates if not clashes(c)), candidates[0])
+        placed.append((point, offset))
+        out[name] = offset
+    return out
 
 
 def line_chart(x: list[float], series: dict[str, list[float | None]], xlabel: str, ylabel: str,
