@@ -61,6 +61,15 @@ def test_run_settings_do_not_change_the_recipe_hash():
     assert lm.recipe_hash(tiny()) != lm.recipe_hash(tiny(n_train=25))
 
 
+@pytest.mark.parametrize(("hidden", "initializer_range", "std"), [(64, None, 0.125), (64, 0.02, 0.02)])
+def test_lab_llamas_draw_weights_at_fan_in_scale_unless_told(hidden, initializer_range, std):
+    spec = lm.LlamaSpec(hidden_size=hidden, num_hidden_layers=1, initializer_range=initializer_range)
+    model = lm.new_llama(spec, vocab_size=50, seed=0)
+    assert model.config.initializer_range == pytest.approx(std)
+    weight = model.model.layers[0].mlp.up_proj.weight.detach()  # (128, 64): 8,192 draws
+    assert float(weight.std()) == pytest.approx(std, rel=0.05)
+
+
 def test_the_command_builds_from_a_recipe_file(tmp_path):
     import yaml
     from typer.testing import CliRunner
