@@ -62,6 +62,11 @@ class _Stages:
         self.progress.update(task, completed=1, status=status["text"] or "done")
         self.progress.stop_task(task)
 
+    def say(self, name: str, text: str) -> None:
+        """Show ``text`` beside running stage ``name`` (how far it has come)."""
+        if self.progress is not None:
+            self.progress.update(self.tasks[name], status=text)
+
 
 @contextmanager
 def stage_display(enabled: bool, names: list[str]) -> Iterator[_Stages]:

@@ -263,3 +263,34 @@ def test_the_command_audits_a_language_model_config_and_writes_the_report(audite
     path.write_text(yaml.safe_dump({**lab_config(recipe, run_dir), "sample": 2}))
     result = CliRunner().invoke(app, ["audit", str(path), "--quiet"])
     assert result.exit_code == 2 and "samples" in result.output  # a typo: the right key is suggested
+
+
+def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkeypatch):
+    from kdlens.audit import lm as audit_lm
+    from kdlens.io import read_json as read
+
+    questions = chains.make_split(chains.ChainsConfig(max_steps=2), "test", 10)
+    model = char_lm(texts=[q.prompt for q in questions] + [chains.write_trace(q) for q in questions])
+    settings = {"max_new_tokens": 12, "batch_size": 2, "decoding": "greedy"}
+    monkeypatch.setattr(audit_lm, "GENERATION_CHUNK", 2)  # 4 questions a chunk: chunks at 0, 4, 8
+    expected = audit_lm._texts(tmp_path / "whole", "m", model, questions, settings)
+
+    starts, original = [], T.generate_traces
+
+    def killed_at_the_second_chunk(model, chunk, **kwargs):
+        starts.append(questions.index(chunk[0]))
+        if len(starts) == 2:
+            raise KeyboardInterrupt
+        return original(model, chunk, **kwargs)
+
+    monkeypatch.setattr(T, "generate_traces", killed_at_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        audit_lm._texts(tmp_path / "run", "m", model, questions, settings)
+    partial = tmp_path / "run" / "stages" / "generations" / "m" / "partial.jsonl"
+    with open(partial, "a") as f:
+        f.write('{"start": 4, "texts": ["torn')  # a kill in the middle of the next write
+    said = []
+    texts = audit_lm._texts(tmp_path / "run", "m", model, questions, settings, say=said.append)
+    assert starts == [0, 4, 4, 8] and texts == expected
+    assert said == ["m: 4/10 traces", "m: 8/10 traces"] and not partial.exists()
+    assert read(tmp_path / "run" / "manifest.json")["stages"]["generate-m"]["done"]

@@ -4,7 +4,8 @@
 Stages, under ``<run_dir>/stages/``:
 
 - ``generate-<model>``: each model's greedy trace for every question (``generations/<model>/texts.json``), one
-  stage per model, so a killed run or an added student generates only what is missing;
+  stage per model, so a killed run or an added student generates only what is missing (a model's traces are
+  saved a few batches at a time while it generates, so a kill loses at most one chunk);
 - ``traces``: the traces checked step by step by the task's checker:
   ``figures.json`` holds :func:`kdlens.probes.traces.trace_figures` per model (accuracy, trace accuracy, the
   trace x answer table with P(CA | CT), P(CA | IT) and the independence test, agreement, step agreement and BLEU
@@ -18,7 +19,10 @@ Stages, under ``<run_dir>/stages/``:
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,16 +117,53 @@ def _questions_digest(questions: list) -> str:
     return io.stable_hash([[q.prompt, q.answer] for q in questions])
 
 
-def _texts(run_dir: Path, name: str, model: LanguageModel, questions: list, settings: dict) -> list[str]:
+GENERATION_CHUNK = 4  # batches of traces saved at a time: a killed generation resumes after the last chunk
+
+
+def _read_partial(path: Path) -> list[str]:
+    """Traces saved so far (``partial.jsonl``: one line per chunk, ``{"start": i, "texts": [...]}``), up to the
+    first line that is torn or out of order (a kill can land mid-write); the file is cut back to what was kept."""
+    if not path.is_file():
+        return []
+    texts, kept = [], []
+    for line in path.read_text().splitlines():
+        try:
+            chunk = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(chunk, dict) or chunk.get("start") != len(texts):
+            break
+        texts += chunk["texts"]
+        kept.append(line)
+    io.atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return texts
+
+
+def _texts(run_dir: Path, name: str, model: LanguageModel, questions: list, settings: dict,
+           say: Callable[[str], None] | None = None) -> list[str]:
     """The model's traces: a stage of its own (``generate-<name>``, files in ``stages/generations/<name>/``), so each
-    model is generated once, across interrupted runs and runs that add a student."""
+    model is generated once, across interrupted runs and runs that add a student. Within the stage, every
+    ``GENERATION_CHUNK`` batches are appended to ``partial.jsonl``: a killed run resumes after the last chunk."""
     folder = run_dir / "stages" / "generations" / name
     inputs = {"model": _digest(model), "questions": _questions_digest(questions), "settings": settings}
 
     def generate() -> dict:
-        texts = T.generate_traces(model, questions, max_new_tokens=settings["max_new_tokens"],
-                                  batch_size=settings["batch_size"])
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / "partial.jsonl"
+        texts = _read_partial(partial)
+        step = settings["batch_size"] * GENERATION_CHUNK
+        for start in range(len(texts), len(questions), step):
+            if say is not None:
+                say(f"{name}: {start}/{len(questions)} traces")
+            chunk = T.generate_traces(model, questions[start:start + step], max_new_tokens=settings["max_new_tokens"],
+                                      batch_size=settings["batch_size"])
+            with open(partial, "a") as f:
+                f.write(json.dumps({"start": start, "texts": chunk}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            texts += chunk
         io.atomic_write_json(folder / "texts.json", {"texts": texts})
+        partial.unlink(missing_ok=True)
         return {"n": len(texts)}
 
     Stages(run_dir).run(f"generate-{name}", inputs, generate, folder=folder)
@@ -130,8 +171,9 @@ def _texts(run_dir: Path, name: str, model: LanguageModel, questions: list, sett
 
 
 def traces_stage(run_dir: Path, models: dict[str, LanguageModel], questions: list, max_new_tokens: int = 160,
-                 batch_size: int = 32) -> dict:
-    """Greedy traces of every model, checked, with fidelity to the teacher's (see the module docstring).
+                 batch_size: int = 32, say: Callable[[str], None] | None = None) -> dict:
+    """Greedy traces of every model, checked, with fidelity to the teacher's (see the module docstring); ``say``
+    hears how far generation has come ("seq_kd: 256/600 traces").
 
     Returns
     -------
@@ -142,7 +184,7 @@ def traces_stage(run_dir: Path, models: dict[str, LanguageModel], questions: lis
               "questions": _questions_digest(questions), "settings": settings}
     folder = run_dir / "stages" / "traces"
 
-    texts = {name: _texts(run_dir, name, model, questions, settings) for name, model in models.items()}
+    texts = {name: _texts(run_dir, name, model, questions, settings, say) for name, model in models.items()}
 
     def compute() -> dict:
         figures = {"n": len(questions), "settings": settings, "models": {}}
@@ -258,17 +300,18 @@ def run(config: LMAuditConfig, teacher: LanguageModel | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     io.atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
     probes = config.probes
-    stage_fns = {
-        "traces": functools.partial(traces_stage, run_dir, models, questions, probes.traces.max_new_tokens,
-                                    probes.traces.batch_size),
-        "calibration": functools.partial(calibration_stage, run_dir, models, questions, probes.calibration.n_bins,
-                                         probes.calibration.batch_size) if probes.calibration.enabled else None,
-        "representations": functools.partial(representations_stage, run_dir, models, questions,
-                                             probes.representations.n, probes.representations.batch_size)
-        if probes.representations.enabled else None,
-    }
-    forget_disabled(run_dir, [name for name, fn in stage_fns.items() if fn is None])
     with stage_display(progress, list(STAGES)) as display:
+        stage_fns = {
+            "traces": functools.partial(traces_stage, run_dir, models, questions, probes.traces.max_new_tokens,
+                                        probes.traces.batch_size, functools.partial(display.say, "traces")),
+            "calibration": functools.partial(calibration_stage, run_dir, models, questions,
+                                             probes.calibration.n_bins, probes.calibration.batch_size)
+            if probes.calibration.enabled else None,
+            "representations": functools.partial(representations_stage, run_dir, models, questions,
+                                                 probes.representations.n, probes.representations.batch_size)
+            if probes.representations.enabled else None,
+        }
+        forget_disabled(run_dir, [name for name, fn in stage_fns.items() if fn is None])
         for name, fn in stage_fns.items():
             with display.stage(name) as status:
                 status["text"] = "off" if fn is None else cached_or_seconds(run_dir, name, fn)
