@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from kdlens import audit
+from kdlens.audit.lm_config import LMAuditConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -28,3 +32,11 @@ def test_own_models_example_runs_end_to_end(tmp_path):
     assert small["right_for_wrong_reasons"] is not None  # the example's explicit agreement threshold
     assert results["layers"]["small"]["attribution"] == "0.4"
     assert (folder / "runs" / "own" / "report.html").is_file()
+
+
+def test_the_own_language_models_example_is_a_valid_config_that_names_missing_folders(tmp_path):
+    config = yaml.safe_load((EXAMPLES / "audit_lm_own.yaml").read_text())
+    LMAuditConfig.model_validate(config)
+    config["run_dir"] = str(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="/models/qwen-7b.*no such folder"):
+        audit.run(config, progress=False)

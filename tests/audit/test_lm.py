@@ -294,3 +294,50 @@ def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkey
     assert starts == [0, 4, 4, 8] and texts == expected
     assert said == ["m: 4/10 traces", "m: 8/10 traces"] and not partial.exists()
     assert read(tmp_path / "run" / "manifest.json")["stages"]["generate-m"]["done"]
+
+
+def test_a_template_puts_solved_train_questions_of_the_same_task_before_each_question():
+    from kdlens.audit.lm import load_questions
+    from kdlens.audit.lm_config import ReasoningAuditData
+
+    data = ReasoningAuditData(n=3, few_shot=2, prompt_template="Solve it.\n{examples}Q: {question}")
+    plain = load_questions(ReasoningAuditData(n=3))
+    questions = load_questions(data)
+    for task, shots in (("chains", chains.make_split(data.chains, "train", 2)),
+                        ("babi", babi.make_split(data.babi, "train", 2))):
+        module = chains if task == "chains" else babi
+        block = "".join(f"{e.prompt} {module.write_trace(e)}\n" for e in shots)
+        mine = [(q, p) for q, p in zip(questions, plain, strict=True) if T.task_name(q) == task]
+        assert len(mine) == 3
+        for q, p in mine:
+            assert q.prompt == f"Solve it.\n{block}Q: {p.prompt}"
+            assert (q.answer, q.steps, q.difficulty) == (p.answer, p.steps, p.difficulty)
+
+
+def test_few_shot_audits_cut_each_trace_at_a_newline(recipe, tmp_path, monkeypatch):
+    seen = []
+    original = T.generate_traces
+    monkeypatch.setattr(T, "generate_traces", lambda model, chunk, **k: seen.append(k["stop"]) or
+                        original(model, chunk, **k))
+    config = lab_config(recipe, tmp_path / "run", students=["seq_kd"])
+    config["data"] |= {"n": 2, "few_shot": 1, "prompt_template": "{examples}{question}"}
+    results = audit.run(config, progress=False)
+    assert set(seen) == {"\n"} and results["students"]["seq_kd"]["accuracy"] is not None
+    config["probes"]["traces"]["stop"] = " ."  # given: it wins
+    seen.clear()
+    audit.run({**config, "run_dir": str(tmp_path / "run2")}, progress=False)
+    assert set(seen) == {" ."}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"prompt_template": "Answer:"}, "must contain {question}"),
+    ({"prompt_template": "{question} {shots}"}, r"\{question\} and \{examples\} only, but got \{shots\}"),
+    ({"few_shot": 2}, "few_shot is 2 but prompt_template has no {examples}"),
+    ({"prompt_template": "{examples}{question}"}, "few_shot is 0 but prompt_template has {examples}"),
+    ({"prompt_template": "{question} {"}, "not a format string.*write {{ and }}"),
+    ({"few_shot": -1}, "few_shot"),
+])
+def test_a_bad_prompt_template_is_named_with_the_fix(tmp_path, data, message):
+    with pytest.raises(ValueError, match=message):
+        audit.run({"run_dir": str(tmp_path), "data": {"task": "reasoning", **data}, "teacher": {"lab": "lm"},
+                   "students": {"s": {"lab": "lm"}}}, progress=False)

@@ -18,6 +18,7 @@ Stages, under ``<run_dir>/stages/``:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -46,12 +47,18 @@ POOL_NOTE = ("Hidden states are averaged over each word's tokens (through charac
 
 
 def load_questions(data: ReasoningAuditData) -> list:
-    """The first ``data.n`` questions of ``data.split`` of each task given: chains first, then babi."""
+    """The first ``data.n`` questions of ``data.split`` of each task given, chains first, then babi; each prompt
+    put through ``data.prompt_template``, with ``data.few_shot`` solved train questions of its task (prompt, then
+    the teacher-style trace, one per line) as ``{examples}``."""
     out = []
-    if data.chains is not None:
-        out += chains.make_split(data.chains, data.split, data.n)
-    if data.babi is not None:
-        out += babi.make_split(data.babi, data.split, data.n)
+    for module, config in ((chains, data.chains), (babi, data.babi)):
+        if config is None:
+            continue
+        shots = module.make_split(config, "train", data.few_shot) if data.few_shot else []
+        examples = "".join(f"{e.prompt} {module.write_trace(e, 'teacher')}\n" for e in shots)
+        for question in module.make_split(config, data.split, data.n):
+            prompt = data.prompt_template.format(question=question.prompt, examples=examples)
+            out.append(dataclasses.replace(question, prompt=prompt))
     return out
 
 
@@ -156,7 +163,7 @@ def _texts(run_dir: Path, name: str, model: LanguageModel, questions: list, sett
             if say is not None:
                 say(f"{name}: {start}/{len(questions)} traces")
             chunk = T.generate_traces(model, questions[start:start + step], max_new_tokens=settings["max_new_tokens"],
-                                      batch_size=settings["batch_size"])
+                                      batch_size=settings["batch_size"], stop=settings.get("stop"))
             with open(partial, "a") as f:
                 f.write(json.dumps({"start": start, "texts": chunk}) + "\n")
                 f.flush()
@@ -171,15 +178,16 @@ def _texts(run_dir: Path, name: str, model: LanguageModel, questions: list, sett
 
 
 def traces_stage(run_dir: Path, models: dict[str, LanguageModel], questions: list, max_new_tokens: int = 160,
-                 batch_size: int = 32, say: Callable[[str], None] | None = None) -> dict:
-    """Greedy traces of every model, checked, with fidelity to the teacher's (see the module docstring); ``say``
-    hears how far generation has come ("seq_kd: 256/600 traces").
+                 batch_size: int = 32, say: Callable[[str], None] | None = None, stop: str | None = None) -> dict:
+    """Greedy traces of every model, checked, with fidelity to the teacher's (see the module docstring); each trace
+    cut before ``stop`` when given; ``say`` hears how far generation has come ("seq_kd: 256/600 traces").
 
     Returns
     -------
     dict: the stage summary: per model ``accuracy`` and ``trace_accuracy`` (students also ``step_agreement``).
     """
-    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy"}
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy",
+                **({"stop": stop} if stop is not None else {})}
     inputs = {"stage": "traces", "models": {n: _digest(m) for n, m in models.items()},
               "questions": _questions_digest(questions), "settings": settings}
     folder = run_dir / "stages" / "traces"
@@ -303,7 +311,8 @@ def run(config: LMAuditConfig, teacher: LanguageModel | None = None,
     with stage_display(progress, list(STAGES)) as display:
         stage_fns = {
             "traces": functools.partial(traces_stage, run_dir, models, questions, probes.traces.max_new_tokens,
-                                        probes.traces.batch_size, functools.partial(display.say, "traces")),
+                                        probes.traces.batch_size, functools.partial(display.say, "traces"),
+                                        probes.traces.stop or ("\n" if config.data.few_shot else None)),
             "calibration": functools.partial(calibration_stage, run_dir, models, questions,
                                              probes.calibration.n_bins, probes.calibration.batch_size)
             if probes.calibration.enabled else None,
@@ -319,7 +328,7 @@ def run(config: LMAuditConfig, teacher: LanguageModel | None = None,
     data = {"task": "reasoning", "primary": config.data.split, "shifted": None,
             "tasks": [t for t in ("chains", "babi") if getattr(config.data, t) is not None],
             "splits": {config.data.split: len(questions)}, "has_masks": False, "has_counterfactuals": False,
-            "classes": None}
+            "classes": None, "prompt_template": config.data.prompt_template, "few_shot": config.data.few_shot}
     extra = {"models": {name: {"parameters": sum(p.numel() for p in m.model.parameters()),
                                "role": "teacher" if name == TEACHER else "student"} for name, m in models.items()},
              "probes": probes.model_dump(mode="json")}

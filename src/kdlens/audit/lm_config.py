@@ -8,6 +8,7 @@ Validated whole before any model is loaded; a typo names the key it was probably
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Literal
 
@@ -52,11 +53,34 @@ class ReasoningAuditData(StrictModel):
     babi: BabiConfig | None = Field(default_factory=BabiConfig)
     split: Literal["train", "validation", "test"] = "test"
     n: int = Field(200, ge=1, description="questions per task")
+    prompt_template: str = Field("{question}", description="what each model is given: {question} is the task's "
+                                 "question, {examples} the few-shot block (write {{ and }} for literal braces)")
+    few_shot: int = Field(0, ge=0, description="solved questions of the train split, each with the teacher-style "
+                          "trace, that fill {examples} (same task as the question)")
 
     @model_validator(mode="after")
     def _some_task(self):
         if self.chains is None and self.babi is None:
             raise ValueError("give at least one task: chains or babi (both are null)")
+        return self
+
+    @model_validator(mode="after")
+    def _template(self):
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt_template) if name is not None}
+        except ValueError as error:
+            raise ValueError(f"prompt_template is not a format string ({error}); write {{{{ and }}}} for literal "
+                             f"braces") from None
+        unknown = fields - {"question", "examples"}
+        if unknown:
+            raise ValueError(f"prompt_template may use {{question}} and {{examples}} only, but got "
+                             f"{', '.join(sorted('{' + f + '}' for f in unknown))}")
+        if "question" not in fields:
+            raise ValueError("prompt_template must contain {question}, where each question goes")
+        if (self.few_shot > 0) != ("examples" in fields):
+            raise ValueError(f"few_shot is {self.few_shot} but prompt_template "
+                             f"{'has' if 'examples' in fields else 'has no'} {{examples}}: give both (solved "
+                             f"examples before each question) or neither")
         return self
 
 
@@ -65,6 +89,9 @@ class TracesProbe(StrictModel):
 
     max_new_tokens: int = Field(160, ge=1)
     batch_size: int = Field(32, ge=1)
+    stop: str | None = Field(None, min_length=1, description="cut each trace before this string's first "
+                             "appearance; default: a newline when data.few_shot > 0 (each solved example is one "
+                             "line, and a model that follows them goes on to a next question), none otherwise")
 
 
 class AnswerCalibrationProbe(StrictModel):

@@ -46,9 +46,12 @@ def check_traces(examples: Sequence, texts: Sequence[str]) -> list[TraceCheck]:
     return [TASKS[type(e)].check_trace(e, t) for e, t in zip(examples, texts, strict=True)]
 
 
-def generate_traces(model, examples: Sequence, max_new_tokens: int = 160, batch_size: int = 32) -> list[str]:
-    """Greedy traces of a :class:`~kdlens.subjects.LanguageModel` for each example's prompt (one per example)."""
-    return model.generate([e.prompt for e in examples], max_new_tokens=max_new_tokens, batch_size=batch_size)
+def generate_traces(model, examples: Sequence, max_new_tokens: int = 160, batch_size: int = 32,
+                    stop: str | None = None) -> list[str]:
+    """Greedy traces of a :class:`~kdlens.subjects.LanguageModel` for each example's prompt (one per example), each
+    cut before the first ``stop`` string when given."""
+    return model.generate([e.prompt for e in examples], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          stop=stop)
 
 
 def per_question_step_agreement(examples: Sequence, texts: Sequence[str], teacher_texts: Sequence[str]) -> torch.Tensor:
