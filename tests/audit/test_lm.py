@@ -323,6 +323,12 @@ def test_few_shot_audits_cut_each_trace_at_a_newline(recipe, tmp_path, monkeypat
     config["data"] |= {"n": 2, "few_shot": 1, "prompt_template": "{examples}{question}"}
     results = audit.run(config, progress=False)
     assert set(seen) == {"\n"} and results["students"]["seq_kd"]["accuracy"] is not None
+    rows = [json.loads(line) for line in (tmp_path / "run" / "stages" / "traces" / "examples.jsonl").open()]
+    bare = [q.prompt for q in chains.make_split(tiny().chains, "test", 2)]
+    assert [r["question"] for r in rows[:2]] == bare and rows[0]["prompt"].endswith(bare[0])
+    assert rows[0]["prompt"] != bare[0]  # the model saw the solved example first
+    shown = [item["prompt"] for kinds in results["samples"].values() for items in kinds.values() for item in items]
+    assert shown and all("\n" not in prompt for prompt in shown)
     config["probes"]["traces"]["stop"] = " ."  # given: it wins
     seen.clear()
     audit.run({**config, "run_dir": str(tmp_path / "run2")}, progress=False)

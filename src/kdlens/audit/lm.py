@@ -46,18 +46,20 @@ POOL_NOTE = ("Hidden states are averaged over each word's tokens (through charac
              "different tokenizers give one row per word; the text is each question followed by the teacher's trace.")
 
 
-def load_questions(data: ReasoningAuditData) -> list:
+def load_questions(data: ReasoningAuditData, templated: bool = True) -> list:
     """The first ``data.n`` questions of ``data.split`` of each task given, chains first, then babi; each prompt
     put through ``data.prompt_template``, with ``data.few_shot`` solved train questions of its task (prompt, then
-    the teacher-style trace, one per line) as ``{examples}``."""
+    the teacher-style trace, one per line) as ``{examples}`` (with ``templated=False``, the questions as they
+    are)."""
     out = []
     for module, config in ((chains, data.chains), (babi, data.babi)):
         if config is None:
             continue
-        shots = module.make_split(config, "train", data.few_shot) if data.few_shot else []
+        shots = module.make_split(config, "train", data.few_shot) if data.few_shot and templated else []
         examples = "".join(f"{e.prompt} {module.write_trace(e, 'teacher')}\n" for e in shots)
         for question in module.make_split(config, data.split, data.n):
-            prompt = data.prompt_template.format(question=question.prompt, examples=examples)
+            template = data.prompt_template if templated else "{question}"
+            prompt = template.format(question=question.prompt, examples=examples)
             out.append(dataclasses.replace(question, prompt=prompt))
     return out
 
@@ -178,9 +180,11 @@ def _texts(run_dir: Path, name: str, model: LanguageModel, questions: list, sett
 
 
 def traces_stage(run_dir: Path, models: dict[str, LanguageModel], questions: list, max_new_tokens: int = 160,
-                 batch_size: int = 32, say: Callable[[str], None] | None = None, stop: str | None = None) -> dict:
+                 batch_size: int = 32, say: Callable[[str], None] | None = None, stop: str | None = None,
+                 shown: list[str] | None = None) -> dict:
     """Greedy traces of every model, checked, with fidelity to the teacher's (see the module docstring); each trace
-    cut before ``stop`` when given; ``say`` hears how far generation has come ("seq_kd: 256/600 traces").
+    cut before ``stop`` when given; ``say`` hears how far generation has come ("seq_kd: 256/600 traces");
+    ``shown`` (one per question) is the question each ``examples.jsonl`` row shows, when the prompt wraps it.
 
     Returns
     -------
@@ -203,6 +207,8 @@ def traces_stage(run_dir: Path, models: dict[str, LanguageModel], questions: lis
             figures["models"][name] = T.trace_figures(questions, texts[name], teacher_texts=reference)
             steps = None if reference is None else T.per_question_step_agreement(questions, texts[name], reference)
             for i, row in enumerate(marked[name]):
+                if shown is not None:
+                    row["question"] = shown[i]
                 if reference is not None:
                     row["agree"] = row["answer"] is not None and row["answer"] == marked[TEACHER][i]["answer"]
                     row["step_agreement"] = float(steps[i])
@@ -312,7 +318,9 @@ def run(config: LMAuditConfig, teacher: LanguageModel | None = None,
         stage_fns = {
             "traces": functools.partial(traces_stage, run_dir, models, questions, probes.traces.max_new_tokens,
                                         probes.traces.batch_size, functools.partial(display.say, "traces"),
-                                        probes.traces.stop or ("\n" if config.data.few_shot else None)),
+                                        probes.traces.stop or ("\n" if config.data.few_shot else None),
+                                        [q.prompt for q in load_questions(config.data, templated=False)]
+                                        if config.data.prompt_template != "{question}" else None),
             "calibration": functools.partial(calibration_stage, run_dir, models, questions,
                                              probes.calibration.n_bins, probes.calibration.batch_size)
             if probes.calibration.enabled else None,

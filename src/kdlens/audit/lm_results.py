@@ -119,7 +119,8 @@ def pick_samples(rows: list[dict], models: list[str], per_kind: int) -> dict:
                     reference = teacher[row["index"]]
                     picked[kind].append({
                         "index": row["index"], "task": row["task"], "difficulty": row["difficulty"],
-                        "prompt": row["prompt"], "gold": row["gold"], "model": {k: row[k] for k in keep},
+                        "prompt": row.get("question", row["prompt"]),  # the question, without a template's wrap
+                        "gold": row["gold"], "model": {k: row[k] for k in keep},
                         "teacher": None if name == TEACHER else {k: reference[k] for k in keep}})
         out[name] = {kind: items for kind, items in picked.items() if items}
     return out
