@@ -157,6 +157,24 @@ def test_generation_is_cut_at_eos_and_at_the_stop_string(llama_dir):
     assert lm.generate(["mary went to the"], max_new_tokens=6)[0].split() == words[:j]
 
 
+def test_generation_stops_at_the_stop_string_instead_of_running_to_the_limit(llama_dir):
+    lm = LanguageModel.from_pretrained(llama_dir)
+    prompts = ["mary went to the", "where is", "john"]
+    full = lm.generate(prompts, max_new_tokens=12, batch_size=3)
+    words = full[0].split()
+    j = next(j for j in range(1, len(words)) if words[j] not in words[:j])  # the first new word seen once
+    stop = words[j]
+    assert lm.generate(prompts, max_new_tokens=12, batch_size=3, stop=stop) == [
+        t[:t.index(stop)] if stop in t else t for t in full]  # exactly the text before the stop string
+    steps = []
+    hook = lm.model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        lm.generate(prompts[:1], max_new_tokens=12, stop=stop)
+    finally:
+        hook.remove()
+    assert len(steps) == j + 1 < 12  # one forward pass per word up to the stop word, none after
+
+
 def test_greedy_is_plain_argmax_whatever_the_checkpoints_generation_config(llama_dir):
     lm = LanguageModel.from_pretrained(llama_dir)
     lm.model.generation_config.update(do_sample=True, top_k=3, temperature=0.5, repetition_penalty=2.0,

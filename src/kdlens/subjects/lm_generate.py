@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 import torch
+from transformers import StoppingCriteria
 
 from kdlens.measures import _checks as C
 from kdlens.subjects.lm import _pad, check_batch_size, check_texts
@@ -65,6 +66,25 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def _until_eos(new_ids: list[int], stops: set[int]) -> list[int]:
+    return new_ids[:next((j for j, token in enumerate(new_ids) if token in stops), len(new_ids))]
+
+
+class _StopString(StoppingCriteria):
+    """A stopping criterion for ``generate``: a row is done once its new text (decoded exactly as the result will be)
+    holds ``stop``, so no tokens are spent after it; (B,) bool per step."""
+
+    def __init__(self, tokenizer, prompt_ids: list[list[int]], prompt_length: int, stop: str, stops: set[int]):
+        self.tokenizer, self.prompt_ids, self.start, self.stop, self.stops = (tokenizer, prompt_ids, prompt_length,
+                                                                               stop, stops)
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        rows = input_ids[:, self.start:].tolist()  # (B, new so far)
+        done = [self.stop in _continuation_text(self.tokenizer, ids, _until_eos(row, self.stops))
+                for ids, row in zip(self.prompt_ids, rows, strict=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 def _continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
     """The text the new tokens add to the prompt, spaces included (decoding new tokens alone can drop a space)."""
     head = tokenizer.decode(prompt_ids, skip_special_tokens=True)
@@ -81,8 +101,9 @@ def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do
 
     Greedy by default (batched results equal one-at-a-time results); with ``do_sample=True`` tokens are drawn at
     ``temperature`` from the smallest set of probability ``top_p``, from a generator seeded with ``seed`` (the same
-    seed and batch size give the same texts; the caller's random state is left as it was). Generation ends at an
-    eos token or after ``max_new_tokens``; the text is then cut before the first ``stop`` string, if given.
+    seed and batch size give the same texts; the caller's random state is left as it was). A row's generation ends at
+    an eos token, after ``max_new_tokens``, or as soon as its text holds ``stop`` (if given; the batch goes on until
+    every row has ended); the text is then cut before the first ``stop``.
 
     Parameters
     ----------
@@ -127,10 +148,11 @@ def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do
         for lo in range(0, len(encodings), batch_size):
             chunk = encodings[lo:lo + batch_size]
             ids, mask = _pad([e.ids for e in chunk], lm.pad_token_id, "left")  # (B, T)
+            ended_at_stop = [] if stop is None else [_StopString(lm.tokenizer, [e.ids for e in chunk], ids.shape[1],
+                                                                   stop, stops)]
             out = lm.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                    generation_config=config)  # (B, T + new)
+                                    generation_config=config, stopping_criteria=ended_at_stop)  # (B, T + new)
             for e, row in zip(chunk, out[:, ids.shape[1]:].tolist(), strict=True):
-                ended = next((j for j, token in enumerate(row) if token in stops), len(row))
-                text = _continuation_text(lm.tokenizer, e.ids, row[:ended])
+                text = _continuation_text(lm.tokenizer, e.ids, _until_eos(row, stops))
                 texts.append(text if stop is None or stop not in text else text[:text.index(stop)])
     return texts
