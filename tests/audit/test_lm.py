@@ -297,12 +297,12 @@ def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkey
 
 
 def test_a_template_puts_solved_train_questions_of_the_same_task_before_each_question():
-    from kdlens.audit.lm import load_questions
+    from kdlens.audit.lm import load_questions, prompted
     from kdlens.audit.lm_config import ReasoningAuditData
 
     data = ReasoningAuditData(n=3, few_shot=2, prompt_template="Solve it.\n{examples}Q: {question}")
     plain = load_questions(ReasoningAuditData(n=3))
-    questions = load_questions(data)
+    questions = prompted(data, load_questions(data))
     for task, shots in (("chains", chains.make_split(data.chains, "train", 2)),
                         ("babi", babi.make_split(data.babi, "train", 2))):
         module = chains if task == "chains" else babi

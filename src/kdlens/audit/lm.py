@@ -46,22 +46,26 @@ POOL_NOTE = ("Hidden states are averaged over each word's tokens (through charac
              "different tokenizers give one row per word; the text is each question followed by the teacher's trace.")
 
 
-def load_questions(data: ReasoningAuditData, templated: bool = True) -> list:
-    """The first ``data.n`` questions of ``data.split`` of each task given, chains first, then babi; each prompt
-    put through ``data.prompt_template``, with ``data.few_shot`` solved train questions of its task (prompt, then
-    the teacher-style trace, one per line) as ``{examples}`` (with ``templated=False``, the questions as they
-    are)."""
+def load_questions(data: ReasoningAuditData) -> list:
+    """The first ``data.n`` questions of ``data.split`` of each task given: chains first, then babi."""
     out = []
-    for module, config in ((chains, data.chains), (babi, data.babi)):
-        if config is None:
-            continue
-        shots = module.make_split(config, "train", data.few_shot) if data.few_shot and templated else []
-        examples = "".join(f"{e.prompt} {module.write_trace(e, 'teacher')}\n" for e in shots)
-        for question in module.make_split(config, data.split, data.n):
-            template = data.prompt_template if templated else "{question}"
-            prompt = template.format(question=question.prompt, examples=examples)
-            out.append(dataclasses.replace(question, prompt=prompt))
+    if data.chains is not None:
+        out += chains.make_split(data.chains, data.split, data.n)
+    if data.babi is not None:
+        out += babi.make_split(data.babi, data.split, data.n)
     return out
+
+
+def prompted(data: ReasoningAuditData, questions: list) -> list:
+    """``questions`` with each prompt put through ``data.prompt_template``, with ``data.few_shot`` solved train
+    questions of its task (prompt, then the teacher-style trace, one per line) as ``{examples}``."""
+    examples = {}
+    for name, module, config in (("chains", chains, data.chains), ("babi", babi, data.babi)):
+        shots = module.make_split(config, "train", data.few_shot) if config is not None and data.few_shot else []
+        examples[name] = "".join(f"{e.prompt} {module.write_trace(e, 'teacher')}\n" for e in shots)
+    return [dataclasses.replace(q, prompt=data.prompt_template.format(question=q.prompt,
+                                                                      examples=examples[T.task_name(q)]))
+            for q in questions]
 
 
 def _lab_tasks(config: LMAuditConfig) -> LMAuditConfig:
@@ -307,7 +311,8 @@ def run(config: LMAuditConfig, teacher: LanguageModel | None = None,
     content (layout in ``docs/results.md``). Called by :func:`kdlens.audit.run` for ``data: {task: reasoning}``."""
     config = _lab_tasks(config)
     run_dir = Path(config.run_dir)
-    questions = load_questions(config.data)
+    bare = load_questions(config.data)
+    questions = prompted(config.data, bare)
     models = _models(config, teacher, students, progress)
     for model in models.values():
         model.model.eval()
@@ -319,8 +324,8 @@ def run(config: LMAuditConfig, teacher: LanguageModel | None = None,
             "traces": functools.partial(traces_stage, run_dir, models, questions, probes.traces.max_new_tokens,
                                         probes.traces.batch_size, functools.partial(display.say, "traces"),
                                         probes.traces.stop or ("\n" if config.data.few_shot else None),
-                                        [q.prompt for q in load_questions(config.data, templated=False)]
-                                        if config.data.prompt_template != "{question}" else None),
+                                        [q.prompt for q in bare] if config.data.prompt_template != "{question}"
+                                        else None),
             "calibration": functools.partial(calibration_stage, run_dir, models, questions,
                                              probes.calibration.n_bins, probes.calibration.batch_size)
             if probes.calibration.enabled else None,

@@ -77,17 +77,22 @@ class _StopString(StoppingCriteria):
     def __init__(self, tokenizer, prompt_ids: list[list[int]], prompt_length: int, stop: str, stops: set[int]):
         self.tokenizer, self.prompt_ids, self.start, self.stop, self.stops = (tokenizer, prompt_ids, prompt_length,
                                                                                stop, stops)
+        self.heads = [tokenizer.decode(ids, skip_special_tokens=True) for ids in prompt_ids]  # decoded once
+        self.done = [False] * len(prompt_ids)
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         rows = input_ids[:, self.start:].tolist()  # (B, new so far)
-        done = [self.stop in _continuation_text(self.tokenizer, ids, _until_eos(row, self.stops))
-                for ids, row in zip(self.prompt_ids, rows, strict=True)]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        for i, (ids, head, row) in enumerate(zip(self.prompt_ids, self.heads, rows, strict=True)):
+            if not self.done[i]:  # a row that has ended stays ended
+                text = _continuation_text(self.tokenizer, ids, _until_eos(row, self.stops), head)
+                self.done[i] = self.stop in text
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
-def _continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
-    """The text the new tokens add to the prompt, spaces included (decoding new tokens alone can drop a space)."""
-    head = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+def _continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int], head: str | None = None) -> str:
+    """The text the new tokens add to the prompt, spaces included (decoding new tokens alone can drop a space);
+    ``head`` is the prompt decoded, when the caller has it already."""
+    head = tokenizer.decode(prompt_ids, skip_special_tokens=True) if head is None else head
     full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
     if full.startswith(head):
         return full[len(head):]
