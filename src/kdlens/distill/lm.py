@@ -28,8 +28,8 @@ from kdlens.distill import checkpoints
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.losses import generalized_jsd_loss, kd_loss, reverse_kl_loss
 from kdlens.distill.trainer import RUN_SETTINGS, _optimizer, optimizer_step
-from kdlens.errors import fail
 from kdlens.subjects.lm import LanguageModel, check_same_vocabulary, quiet_transformers
+from kdlens.validation import fail
 
 
 class TokenKD(StrictModel):

@@ -17,9 +17,9 @@ from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate, with_default_task
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
-from kdlens.measures._checks import fail
 from kdlens.subjects import build_architecture, load_classifier, load_weights
 from kdlens.tasks.shapes import ShapesConfig, ShapesSplit, make_split
+from kdlens.validation import fail
 
 
 class ShapesData(StrictModel):

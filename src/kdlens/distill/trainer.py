@@ -17,11 +17,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from kdlens import io
+from kdlens import validation as C
 from kdlens.distill import checkpoints
 from kdlens.distill import losses as L
 from kdlens.distill.config import StrategyConfig, TrainConfig
 from kdlens.distill.strategy import Outputs, Strategy
-from kdlens.measures import _checks as C
 from kdlens.measures import agreement
 from kdlens.subjects import Classifier, save_classifier
 from kdlens.subjects.checkpoint import architecture_path

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 REDUCTIONS = ("mean", "none")
 MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torchmetrics import Metric
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 BINNINGS = ("width", "mass")
 NORMS = ("l1", "l2", "max")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.measures._resampling import Interval, bootstrap_indices, percentile_interval
 from kdlens.measures.calibration import (
     BINNINGS,

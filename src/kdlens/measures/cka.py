@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 POOLS = ("mean", "flatten")
 RBF_MAX_EXAMPLES = 20_000  # n x n float64 Gram matrices: 3.2 GB each at this size

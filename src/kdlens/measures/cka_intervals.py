@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.measures._resampling import Interval
 from kdlens.measures.cka import check_pair, cka_from_summary, hsic_numerator, ratio, summarize
 

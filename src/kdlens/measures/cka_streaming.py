@@ -18,7 +18,7 @@ import difflib
 import torch
 from torchmetrics import Metric
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.measures.cka import (
     check_pair,
     features,

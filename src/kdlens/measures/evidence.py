@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.measures._resampling import Interval, bootstrap_indices, percentile_interval
 from kdlens.measures.attribution_maps import REDUCTIONS, check_maps, reduce_scores, resize
 

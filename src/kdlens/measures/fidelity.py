@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 REDUCTIONS = ("mean", "none")
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 SMOOTHING = ("none", "add1", "floor")
 _FLOOR = 0.1  # sacrebleu's default floor value (Chen & Cherry 2014, method 1)

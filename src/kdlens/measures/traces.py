@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 REDUCTIONS = ("mean", "none")
 STEP_KINDS = ("auto", "correctness", "values")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.subjects import Classifier
 
 

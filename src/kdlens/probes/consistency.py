@@ -25,7 +25,7 @@ import math
 import torch
 
 from kdlens import measures as M
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 VERDICTS = ("right_for_right_reasons", "right_for_wrong_reasons", "wrong")
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.probes._attribution_common import (
     check_batch,
     check_model,

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from kdlens import measures as M
-from kdlens.errors import fail
 from kdlens.subjects import LanguageModel, pool_by_spans, word_spans
+from kdlens.validation import fail
 
 
 def word_states(model: LanguageModel, texts: Sequence[str], batch_size: int = 16) -> dict[str, torch.Tensor]:

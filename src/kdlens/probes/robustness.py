@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.probes._attribution_common import evaluating
 from kdlens.subjects import Classifier
 

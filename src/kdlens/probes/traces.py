@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 
 from kdlens import measures as M
-from kdlens.errors import fail
 from kdlens.tasks import babi, chains
 from kdlens.tasks._text import TraceCheck
+from kdlens.validation import fail
 
 TASKS = {chains.ChainExample: chains, babi.BabiExample: babi}
 

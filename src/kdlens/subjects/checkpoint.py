@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from kdlens import io
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 
 class Classifier:

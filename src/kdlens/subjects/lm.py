@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kdlens import io
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

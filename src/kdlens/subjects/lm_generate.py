@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import StoppingCriteria
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 from kdlens.subjects.lm import _pad, check_batch_size, check_texts
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from kdlens.measures import _checks as C
+from kdlens import validation as C
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kdlens.config import did_you_mean
-from kdlens.errors import fail
+from kdlens.validation import fail
 
 SPLITS = ("train", "validation", "test")
 STYLES = ("teacher", "student")

@@ -27,8 +27,8 @@ from torch.utils.data import Dataset
 
 from kdlens import io
 from kdlens.config import did_you_mean
-from kdlens.errors import fail
 from kdlens.progress import progress_bar
+from kdlens.validation import fail
 
 TENSOR_KEYS = ("inputs", "labels", "masks", "difficulty", "counterfactuals", "counterfactual_targets")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

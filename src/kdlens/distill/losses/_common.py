@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlens.measures._checks import fail
+from kdlens.validation import fail
 
 REDUCTIONS = ("mean", "sum", "none")
 CALIBRATION_KINDS = ("mdca", "dca")

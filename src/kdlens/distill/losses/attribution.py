@@ -14,7 +14,7 @@ from kdlens.distill.losses._common import (
     pool_to_common,
     reduce,
 )
-from kdlens.measures._checks import fail
+from kdlens.validation import fail
 
 
 def _check_score(score, against: torch.Tensor, name: str) -> None:

@@ -17,7 +17,7 @@ from kdlens.distill.losses._common import (
     pool_to_common,
     reduce,
 )
-from kdlens.measures._checks import fail
+from kdlens.validation import fail
 
 
 class FeatureProjector(nn.Module):

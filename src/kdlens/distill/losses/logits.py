@@ -16,7 +16,7 @@ from kdlens.distill.losses._common import (
     check_tensor,
     reduce,
 )
-from kdlens.measures._checks import fail
+from kdlens.validation import fail
 
 
 def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:

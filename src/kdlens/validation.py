@@ -1,15 +1,34 @@
-"""Input validation at the public boundary of every measure.
+"""The one message template for users' mistakes, and the checks every layer runs at its public boundary.
 
 Every user error raises with one template: ``Expected `name` to be <what>, but got <what>. <fix>``.
-Checks run once, in the public function; the private ``_update`` / ``_compute`` helpers trust their inputs.
+Checks run once, in the public function; private helpers trust their inputs. A bottom-layer module (it imports
+only numpy; torch where a tensor is checked), so measures, subjects, tasks, probes, configs and the report all use it.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from kdlens.errors import fail
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where a tensor is checked: the report validates its input without it
+    import torch
+
+
+def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` with the kdlens message template.
+
+    Examples
+    --------
+    >>> fail("n", "a positive integer", "-3", "Ask for at least one example.")
+    Traceback (most recent call last):
+    ValueError: Expected `n` to be a positive integer, but got -3. Ask for at least one example.
+    """
+    message = f"Expected `{name}` to be {expected}, but got {got}."
+    if fix:
+        message += f" {fix}"
+    raise error(message)
+
 
 # Rows of a probability matrix may drift from 1 by float32 rounding of softmax; anything further is a bug upstream.
 ROW_SUM_ATOL = 1e-3
@@ -17,6 +36,8 @@ ROW_SUM_ATOL = 1e-3
 
 def as_tensor(x, name: str) -> torch.Tensor:
     """Return ``x`` as a CPU-or-device tensor without copying when it already is one; numpy arrays are wrapped."""
+    import torch
+
     if isinstance(x, torch.Tensor):
         return x.detach()
     if isinstance(x, np.ndarray):
@@ -36,6 +57,8 @@ def as_float(x, name: str) -> torch.Tensor:
 
 def as_labels(x, name: str = "labels") -> torch.Tensor:
     """1-D integer class indices."""
+    import torch
+
     t = as_tensor(x, name)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         fail(name, "an integer tensor of class indices", f"dtype {t.dtype}",
@@ -52,6 +75,8 @@ def check_ndim(t: torch.Tensor, name: str, ndim: int, shape_doc: str) -> None:
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:
+    import torch
+
     if not bool(torch.isfinite(t).all()):
         bad = ~torch.isfinite(t)
         first = tuple(int(i) for i in bad.nonzero()[0])
@@ -88,6 +113,8 @@ def check_logits(x, name: str) -> torch.Tensor:
 
 def check_probs(x, name: str = "probs") -> torch.Tensor:
     """(n, C) probabilities: every entry in [0, 1], every row summing to 1 (within float32 rounding)."""
+    import torch
+
     t = as_float(x, name)
     if t.ndim == 1:
         fail(name, "2-D of shape (n, n_classes)", f"shape {tuple(t.shape)}",
@@ -116,6 +143,8 @@ def check_probs(x, name: str = "probs") -> torch.Tensor:
 
 def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> torch.Tensor:
     """Integer labels, one per example, each in [0, n_classes)."""
+    import torch
+
     t = as_labels(labels, name)
     if t.shape[0] != n:
         fail(name, f"one label per example ({n})", f"{t.shape[0]} labels",
