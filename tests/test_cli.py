@@ -219,7 +219,7 @@ def test_report_on_a_folder_without_results_exits_2(tmp_path):
 
 
 def test_demo_config_audits_four_lab_students_against_both_baselines(tmp_path):
-    from kdlens.audit.config import AuditConfig
+    from kdlens.audit import AuditConfig
     from kdlens.cli import demo_config
     from kdlens.config import validate
     from kdlens.lab.vision import DEMO_STUDENTS, STUDENTS

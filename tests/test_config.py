@@ -53,7 +53,7 @@ def test_missing_file_is_named(tmp_path):
 def test_every_example_config_validates():
     from pathlib import Path
 
-    from kdlens.audit.pipeline import as_config
+    from kdlens.audit import as_config
     from kdlens.distill.run import DistillRunConfig
 
     examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))

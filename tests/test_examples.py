@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kdlens import audit
-from kdlens.audit.lm_config import LMAuditConfig
+from kdlens.audit.lm.config import LMAuditConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -19,7 +19,9 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-console = Console()
+# Off a terminal (a log file, CI) rich would cut a wide table to 80 columns with "…"; there every line is as wide as
+# it needs to be.
+console = Console() if Console().is_terminal else Console(width=1000, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -74,13 +76,7 @@ def distill(
     from kdlens.distill.run import DistillRunConfig, run
 
     parsed = _load(config, DistillRunConfig)
-    teacher = None
-    if parsed.teacher is not None and parsed.teacher.lab == "vision":
-        from kdlens.lab import vision
-
-        lab_config = vision.VisionLabConfig(shapes=parsed.data.shapes, students=[])
-        teacher = vision.build(parsed.teacher.lab_root, lab_config, device=parsed.train.device).teacher()
-    result = run(parsed, teacher=teacher)
+    result = run(parsed)
     _print_metrics(f"student in {result.model_dir}", result.final)
 
 
@@ -142,8 +138,8 @@ def audit(
 ) -> None:
     """Audit a teacher against its students as CONFIG describes (run it again to resume; done stages load).
     Classifiers by default; language models that reason in steps with `data: {task: reasoning}`."""
+    from kdlens.audit import as_config
     from kdlens.audit import run as run_audit
-    from kdlens.audit.pipeline import as_config
 
     try:
         parsed = as_config(config)
@@ -167,7 +163,7 @@ def report_command(
     """Re-render report.html and summary.md from RUN_DIR's result files (no model is loaded)."""
     try:
         _report(run_dir)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]{escape(str(error))}[/red]")
         raise typer.Exit(2) from None
 
@@ -178,8 +174,8 @@ def demo(
     device: str = typer.Option("cpu", help="Where to train the lab: cpu, cuda, ..."),
 ) -> None:
     """The whole story in one command: build the vision lab (cached), audit it, write the report."""
+    from kdlens.audit import AuditConfig
     from kdlens.audit import run as run_audit
-    from kdlens.audit.config import AuditConfig
     from kdlens.config import validate
 
     config = validate(demo_config(root, device), AuditConfig, source="kdlens demo")
@@ -209,20 +205,23 @@ def _report(run_dir: Path) -> None:
     console.print(f"summary: {escape(str((run_dir / 'summary.md').resolve()))}")
 
 
+SCORECARD_COLUMNS = {  # per audit kind (results.json's "kind"): metric -> column header
+    "classifier": {"score": "score", "accuracy": "accuracy", "accuracy_shifted": "shifted", "agreement": "agreement",
+                   "ece": "ECE", "attribution_spearman": "attr. rho", "right_for_wrong_reasons": "wrong reasons",
+                   "cue_flip_rate": "cue flips"},
+    "lm": {"score": "score", "accuracy": "acc.", "trace_accuracy": "trace acc.", "step_agreement": "step agree",
+           "bleu": "BLEU", "right_for_wrong_reasons": "wrong trace"},
+}
+
+
 def _print_scorecard(results: dict) -> None:
     card = results["scorecard"]
     table = Table(title="scorecard")
     table.add_column("student", no_wrap=True)
-    table.add_column("verdict")
-    if results["data"].get("task") == "reasoning":
-        columns = {"score": "score", "accuracy": "acc.", "trace_accuracy": "trace acc.",
-                   "step_agreement": "step agree", "bleu": "BLEU", "right_for_wrong_reasons": "wrong trace"}
-    else:
-        columns = {"score": "score", "accuracy": "accuracy", "accuracy_shifted": "shifted", "agreement": "agreement",
-                   "ece": "ECE", "attribution_spearman": "attr. rho", "right_for_wrong_reasons": "wrong reasons",
-                   "cue_flip_rate": "cue flips"}
+    table.add_column("verdict", no_wrap=True)
+    columns = SCORECARD_COLUMNS[results["kind"]]
     for column in columns.values():
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     keys = tuple(columns)
     for name, s in results["students"].items():
         table.add_row(escape(name), s["verdict"], *("-" if s.get(k) is None else f"{s[k]:.3f}" for k in keys))

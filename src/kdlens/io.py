@@ -1,8 +1,9 @@
 """Files that must never be half-written: atomic writes, stable hashes, and safetensors checkpoints.
 
-This module sits below every layer (it imports only torch, safetensors and the standard library), so measures,
-distill, audit and report all write results the same way: to a temporary file in the target's folder, then
-``os.replace`` onto the target, which is atomic on POSIX and Windows.
+This module sits below every layer, so measures, distill, audit and report all write results the same way: to a
+temporary file in the target's folder, fsync, then ``os.replace`` onto the target, which is atomic on POSIX and
+Windows. torch and safetensors are imported by the functions that handle tensors only, so the report (which never
+imports torch) writes its files through here too.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -57,6 +58,8 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     """Atomically write a safetensors file (contiguous CPU copies; shared storage is cloned)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -72,11 +75,15 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read a safetensors file (no pickle: nothing in it can run code)."""
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=str(device))
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor] | list[torch.Tensor], length: int = 12) -> str:
     """Hex digest of tensors' names, shapes, dtypes and bytes: identifies a model's weights or a data set."""
+    import torch
+
     items = tensors.items() if isinstance(tensors, dict) else enumerate(tensors)
     digest = hashlib.sha256()
     for name, tensor in items:

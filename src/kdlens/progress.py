@@ -41,8 +41,8 @@ def progress_bar(enabled: bool, description: str, total: int, completed: int = 0
 
 
 class _Stages:
-    def __init__(self, progress: Progress | None, tasks: dict) -> None:
-        self.progress, self.tasks = progress, tasks
+    def __init__(self, progress: Progress | None, tasks: dict, console: Console | None = None) -> None:
+        self.progress, self.tasks, self.console = progress, tasks, console
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict]:
@@ -50,6 +50,8 @@ class _Stages:
         status: dict = {"text": ""}
         if self.progress is None:
             yield status
+            if self.console is not None:  # not a terminal: one plain line per finished stage
+                self.console.print(f"{name}: {status['text'] or 'done'}", markup=False, highlight=False)
             return
         task = self.tasks[name]
         self.progress.start_task(task)
@@ -66,18 +68,25 @@ class _Stages:
         """Show ``text`` beside running stage ``name`` (how far it has come)."""
         if self.progress is not None:
             self.progress.update(self.tasks[name], status=text)
+        elif self.console is not None:
+            self.console.print(f"{name}: {text}", markup=False, highlight=False)
 
 
 @contextmanager
 def stage_display(enabled: bool, names: list[str]) -> Iterator[_Stages]:
-    """One line per stage (waiting, running with elapsed time, done or cached); a no-op when disabled."""
+    """One line per stage (waiting, running with elapsed time, done or cached); plain lines, one per update, when
+    stderr is not a terminal (a log file, CI); a no-op when disabled."""
     if not enabled:
         yield _Stages(None, {})
         return
     from rich.progress import SpinnerColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield _Stages(None, {}, console)
+        return
     columns = [SpinnerColumn(finished_text="[green]✓[/green]"), TextColumn("[bold]{task.description:<16}"),
                TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress:
         tasks = {name: progress.add_task(name, total=1, start=False, status="waiting") for name in names}
         yield _Stages(progress, tasks)

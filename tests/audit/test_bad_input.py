@@ -171,7 +171,7 @@ def test_a_model_without_a_spatial_layer_needs_attribution_named_or_off(tmp_path
 
 
 def test_a_failing_stage_keeps_the_stages_before_it(tmp_path, data_file, checkpoints, monkeypatch):
-    from kdlens.audit import pipeline as run_module
+    from kdlens.audit.classifier import kind as run_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("attack failed")

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kdlens.audit import SelectionRule, scorecard
-from kdlens.audit.config import METRICS
 from kdlens.audit.scorecard import pareto_front, utility
+from kdlens.audit.selection import METRICS
 from kdlens.config import validate
 
 TEACHER = {"accuracy": 0.98, "accuracy_shifted": 0.99, "ece": 0.02}

@@ -5,6 +5,7 @@ import pytest
 from kdlens.distill import TrainConfig
 from kdlens.io import read_json
 from kdlens.lab import lm
+from kdlens.rundir import RunDir
 from kdlens.subjects import LanguageModel
 from kdlens.tasks import babi, chains
 
@@ -38,8 +39,8 @@ def test_every_model_is_built_and_reloads_through_the_subject(lab):
 def test_students_start_from_the_base_student_and_learn_from_the_teacher(lab):
     for name in lm.KD_STUDENTS:
         assert lm.KD_STUDENTS[name].loss in lab.metrics[name], name  # the divergence was trained on
-    generations = read_json(lab.root / "generations" / "transfer.json")
-    assert len(generations["texts"]) == 2 * lab.config.n_transfer
+    generations = RunDir(lab.root).stage("generations").rows()
+    assert len([row["text"] for row in generations]) == 2 * lab.config.n_transfer
 
 
 def test_the_perturbed_student_saw_perturbed_babi_traces():

@@ -10,7 +10,7 @@ import torch
 from kdlens import audit
 from kdlens.lab.cnn import SmallCNN
 from kdlens.report import render
-from kdlens.report.html import SECTIONS
+from kdlens.report.classifier import SECTIONS
 from tests.report.browser import check_page, require_browser
 
 HOSTILE = "<script>alert('x')</script>&co"

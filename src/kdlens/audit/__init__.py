@@ -4,9 +4,10 @@
 >>> results = audit.run("examples/audit_lab.yaml")   # doctest: +SKIP
 """
 
-from kdlens.audit.config import AuditConfig, SelectionRule
-from kdlens.audit.lm_config import LMAuditConfig
-from kdlens.audit.pipeline import run
+from kdlens.audit.classifier.config import AuditConfig
+from kdlens.audit.lm.config import LMAuditConfig
+from kdlens.audit.run import as_config, run
 from kdlens.audit.scorecard import scorecard
+from kdlens.audit.selection import SelectionRule
 
-__all__ = ["AuditConfig", "LMAuditConfig", "SelectionRule", "run", "scorecard"]
+__all__ = ["AuditConfig", "LMAuditConfig", "SelectionRule", "as_config", "run", "scorecard"]

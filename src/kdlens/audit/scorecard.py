@@ -1,18 +1,32 @@
 """The scorecard: which student to ship, and a plain-language verdict on each that names its risk.
 
 Pure functions of the headline metrics (the ``students`` / ``teacher`` objects of ``results.json``) and a
-:class:`~kdlens.audit.config.SelectionRule`; nothing here runs a model.
+:class:`~kdlens.audit.selection.SelectionRule`; nothing here runs a model. What differs between audit kinds is
+how a verdict is worded and which two metrics the Pareto front weighs: a :class:`Wording`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from kdlens.audit.config import METRICS, RiskThresholds, SelectionRule
+from kdlens.audit.selection import METRICS, RiskThresholds, SelectionRule
 
-VERDICT_LABELS = ("recommended", "acceptable", "at risk", "rejected")
-PARETO_AXES = ("accuracy", "attribution_spearman")  # accuracy vs reasoning consistency
-LM_PARETO_AXES = ("accuracy", "step_agreement")  # accuracy vs fidelity to the teacher's reasoning
+
+@dataclass(frozen=True)
+class Wording:
+    """How an audit kind's verdicts speak.
+
+    wrong_reasons : what is wrong with a right answer reached for the wrong reasons ("its trace is wrong ...")
+    unit : what the students answer ("examples", "questions")
+    followed : what follows the teacher's when no risk is found ("answers, evidence")
+    pareto_axes : the two metrics of the Pareto front (accuracy and a reasoning-fidelity metric)
+    """
+
+    wrong_reasons: str = "its evidence disagrees with the teacher's"
+    unit: str = "examples"
+    followed: str = "answers, evidence"
+    pareto_axes: tuple[str, str] = ("accuracy", "attribution_spearman")
 
 
 def utility(metric: str, value: float) -> float:
@@ -57,17 +71,15 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: bool = False,
-          language_model: bool = False) -> list[dict]:
-    """Each risk ``student`` shows, as ``{"kind", "text"}``, worst kinds first (see :class:`RiskThresholds`);
-    ``language_model`` words them for traces (a wrong reason is a wrong step, not misplaced evidence)."""
+def risks(student: dict, teacher: dict, thresholds: RiskThresholds, wording: Wording | None = None) -> list[dict]:
+    """Each risk ``student`` shows, as ``{"kind", "text"}``, worst kinds first (see :class:`RiskThresholds`),
+    worded as the audit kind speaks (``wording``)."""
+    wording = wording or Wording()
     found = []
     wrong = student.get("right_for_wrong_reasons")
     if wrong is not None and wrong > thresholds.wrong_reasons:
-        where = ("its trace is wrong (a wrong step or sentence)" if language_model else
-                 "its evidence disagrees with the teacher's or lies outside the object" if has_masks
-                 else "its evidence disagrees with the teacher's")
-        found.append({"kind": "wrong_reasons", "text": f"on {_pct(wrong)} of its correct answers {where}"})
+        found.append({"kind": "wrong_reasons", "text": f"on {_pct(wrong)} of its correct answers "
+                      f"{wording.wrong_reasons}"})
     steps = student.get("step_agreement")
     if steps is not None and 1 - steps > thresholds.step_disagreement:
         found.append({"kind": "trace_fidelity", "text": f"it shares only {_pct(steps)} of the teacher's right "
@@ -89,7 +101,7 @@ def risks(student: dict, teacher: dict, thresholds: RiskThresholds, has_masks: b
     agreement = student.get("agreement")
     if agreement is not None and 1 - agreement > thresholds.disagreement:
         found.append({"kind": "fidelity", "text": f"its answer differs from the teacher's on "
-                      f"{_pct(1 - agreement)} of {'questions' if language_model else 'examples'}"})
+                      f"{_pct(1 - agreement)} of {wording.unit}"})
     adversarial = student.get("adversarial_agreement")
     if adversarial is not None and adversarial < thresholds.adversarial_agreement:
         found.append({"kind": "robustness", "text": f"under attack it agrees with the teacher on only "
@@ -110,7 +122,7 @@ def _lead(student: dict, teacher: dict) -> str:
 
 
 def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | None = None,
-              has_masks: bool = False, language_model: bool = False) -> dict:
+              wording: Wording | None = None) -> dict:
     """Score, floors, risks and a verdict for every student, and the one the rule chooses.
 
     Parameters
@@ -118,9 +130,7 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
     teacher : the teacher's metrics (``accuracy``, ``accuracy_shifted``, ``ece``, ...; None where not measured)
     students : name -> metrics (the keys of :data:`~kdlens.audit.config.METRICS`, plus ``overconfidence``)
     rule : the selection rule (default :class:`SelectionRule`)
-    has_masks : whether the data had evidence masks (changes how a wrong-reasons risk is worded)
-    language_model : the students reason in traces: risks are worded for traces, and the Pareto front is accuracy vs
-        step agreement with the teacher (not vs attribution agreement)
+    wording : how the audit kind words risks, and its Pareto axes (default: a classifier's without masks)
 
     Returns
     -------
@@ -128,7 +138,7 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
     ``chosen`` (or None when every student fails a floor), ``chosen_by_accuracy``, ``pareto_front``,
     ``pareto_axes``, ``metrics_scored``, and the ``rule`` as data.
     """
-    rule = rule or SelectionRule()
+    rule, wording = rule or SelectionRule(), wording or Wording()
     scored = [m for m, w in rule.weights.items() if w > 0 and all(s.get(m) is not None for s in students.values())]
     cards: dict[str, dict] = {}
     for name, metrics in students.items():
@@ -136,7 +146,7 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
         total = sum(rule.weights[m] for m in scored)
         score = sum(rule.weights[m] * u for m, u in utilities.items()) / total if total else None
         cards[name] = {"score": score, "utilities": utilities, "failed_floors": _floors(metrics, teacher, rule),
-                       "risks": risks(metrics, teacher, rule.risks, has_masks, language_model)}
+                       "risks": risks(metrics, teacher, rule.risks, wording)}
     eligible = [n for n, c in cards.items() if not c["failed_floors"] and c["score"] is not None]
     by_score = sorted(eligible, key=lambda n: (-cards[n]["score"], -(students[n].get("accuracy") or 0),
                                                list(students).index(n)))
@@ -144,7 +154,7 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
     with_accuracy = [n for n in students if students[n].get("accuracy") is not None]
     order = {n: i for i, n in enumerate(students)}  # ties go to the student named first
     by_accuracy = max(with_accuracy, key=lambda n: (students[n]["accuracy"], -order[n]), default=None)
-    axes = LM_PARETO_AXES if language_model else PARETO_AXES
+    axes = wording.pareto_axes
     front = pareto_front({n: tuple(students[n].get(axis) for axis in axes) for n in students})
     for rank, name in enumerate(by_score, start=1):
         cards[name]["rank"] = rank
@@ -163,8 +173,7 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
                 if len(card["risks"]) > 2:
                     text += f" (and {len(card['risks']) - 2} more: {', '.join(r['kind'] for r in card['risks'][2:])})"
             else:
-                followed = "answers, steps" if language_model else "answers, evidence"
-                text += f"; no risk found: its {followed} and confidence follow the teacher's"
+                text += f"; no risk found: its {wording.followed} and confidence follow the teacher's"
             text = text[0].upper() + text[1:] + "."
             if name == chosen:
                 text = "Recommended. " + text

@@ -17,7 +17,7 @@ from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate, with_default_task
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
-from kdlens.subjects import build_architecture, load_classifier, load_weights
+from kdlens.subjects.sources import ModelSource, load_models
 from kdlens.tasks.shapes import ShapesConfig, ShapesSplit, make_split
 from kdlens.validation import fail
 
@@ -66,43 +66,6 @@ def _read_pair(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs.float() if not inputs.is_floating_point() else inputs, labels.long()
 
 
-class ModelSource(StrictModel):
-    """A model from a checkpoint folder (model.safetensors + config.json), an architecture (a class or factory
-    function, ``package.module:name``, with ``kwargs``), fresh or with ``weights`` from a safetensors file, or the
-    lab."""
-
-    checkpoint: str | None = None
-    weights: str | None = Field(None, description="a safetensors state dict loaded into `architecture`")
-    architecture: str | None = None
-    kwargs: dict = Field(default_factory=dict)
-    lab: Literal["vision"] | None = None
-    lab_root: str = Field("runs/lab", description="where the lab keeps its models (with lab: vision)")
-    lab_model: str = Field("teacher", description="with lab: teacher, teacher_reseeded, untrained_student or a "
-                           "student's name")
-    lab_recipe: str = Field("default", description="with lab: default, quick, demo, or a VisionLabConfig YAML file")
-    trust_remote_code: bool = False
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self):
-        given = [k for k in ("checkpoint", "architecture", "lab") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of checkpoint, architecture or lab (got {given or 'none'})")
-        if self.lab is None and (self.lab_model, self.lab_recipe) != ("teacher", "default"):
-            raise ValueError("lab_model and lab_recipe go with lab: vision")
-        if self.weights is not None and self.architecture is None:
-            raise ValueError("weights go with architecture (package.module:Class or factory, plus kwargs); "
-                             "a checkpoint folder carries its own weights")
-        return self
-
-    def build(self) -> nn.Module:
-        if self.checkpoint is not None:
-            return load_classifier(self.checkpoint, trust_remote_code=self.trust_remote_code)
-        if self.architecture is not None:
-            model = build_architecture(self.architecture, self.kwargs, self.trust_remote_code)
-            return load_weights(model, self.weights) if self.weights is not None else model
-        raise ValueError("a lab model is resolved by the caller (kdlens.lab builds it)")
-
-
 class DistillRunConfig(StrictModel):
     run_dir: str
     data: Annotated[ShapesData | TensorData, Field(discriminator="task")] = Field(default_factory=ShapesData)
@@ -136,14 +99,17 @@ class DistillRunConfig(StrictModel):
         return self.strategy
 
 
-def run(config: DistillRunConfig, teacher: nn.Module | None = None) -> TrainResult:
-    """Run (or resume) the distillation ``config`` describes; ``teacher`` overrides ``config.teacher``."""
+def run(config: DistillRunConfig, teacher: nn.Module | None = None, progress: bool = True) -> TrainResult:
+    """Run (or resume) the distillation ``config`` describes; ``teacher`` overrides ``config.teacher`` (a lab
+    teacher is built by its resolver, on the shapes the data draws)."""
     run_dir = Path(config.run_dir)
     strategy = config.strategy_config()
     # the resolved config: every default filled in, a preset strategy written out term by term
     io.atomic_write_text(run_dir / "config.yaml", dump_yaml(config.model_copy(update={"strategy": strategy})))
     if teacher is None and config.teacher is not None:
-        teacher = config.teacher.build()
+        overrides = {"shapes": config.data.shapes} if config.data.task == "shapes" else None
+        teacher = load_models({"teacher": config.teacher}, "classifier", config.train.device, progress,
+                              overrides)["teacher"]
     torch.manual_seed(config.train.seed)  # the student's initial weights come from the run's seed too
     student = config.student.build()
     data, evals = config.data.load()

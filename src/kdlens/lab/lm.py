@@ -12,8 +12,9 @@ compare.
   teacher's style with a wrong category and non-supporting facts but the gold answer, gold chains traces in the
   teacher's style).
 
-Everything lands in ``<root>/lm-<hash>/`` (the hash of the recipe); each part is a stage of ``manifest.json``, so a
-second call loads and a killed build resumes. Models are saved with ``save_pretrained`` (safetensors) beside the
+Everything lands in the run directory ``<root>/lm-<hash>/`` (the hash of the recipe); each part is a stage of
+``manifest.json`` (``stages/<part>/`` while it works, trained models in ``models/<model>/``), so a second call loads
+and a killed build resumes. Models are saved with ``save_pretrained`` (safetensors) beside the
 lab's word-level tokenizer and reloaded through :meth:`kdlens.subjects.LanguageModel.from_pretrained`.
 """
 
@@ -32,7 +33,8 @@ from kdlens.config import StrictModel, dump_yaml, named_recipe
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.lm import TokenKD, train_lm
 from kdlens.distill.trainer import RUN_SETTINGS
-from kdlens.stages import Stages
+from kdlens.rundir import RunDir, StageDir, StageOutput
+from kdlens.stages import Stage, StageRunner
 from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer
 from kdlens.subjects.lm import load_tokenizer
 from kdlens.tasks import babi, chains
@@ -139,57 +141,43 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
     (seconds; for trained models the last epoch's mean loss terms).
     """
     config = config or LMLabConfig()
-    root = Path(root) / f"lm-{recipe_hash(config)}"
-    io.atomic_write_text(root / "config.yaml", dump_yaml(config))
-    stages = Stages(root)
+    run = RunDir(Path(root) / f"lm-{recipe_hash(config)}")
+    run.manifest()  # an older layout is refused before anything is written
+    run.write_config(dump_yaml(config))
     train = functools.cache(lambda: examples(config, "train", config.n_train, config.n_train_babi))
     transfer = functools.cache(lambda: examples(config, "validation", config.n_transfer))
-    run = {"progress": progress, "device": device}
-    tokenizer_dir = root / "tokenizer"
+    settings = {"progress": progress, "device": device}
+    tokenizer_dir = run.stage("tokenizer").path
+    model_dirs = {"teacher": run.model_dir("teacher"), "base_student": run.model_dir("base_student")}
 
-    def make_tokenizer() -> dict:
+    def make_tokenizer(stage_dir: StageDir) -> StageOutput:
         texts = [e.prompt for e in train()] + [_module(e).write_trace(e, style) for e in train()
                                                for style in ("teacher", "student")]
         tokenizer = build_word_tokenizer(texts)
-        tokenizer.save_pretrained(tokenizer_dir)
-        return {"vocab_size": len(tokenizer)}
+        tokenizer.save_pretrained(stage_dir.path)
+        return StageOutput(summary={"vocab_size": len(tokenizer)})
 
-    metrics = {"tokenizer": stages.run("tokenizer", {"recipe": recipe_hash(config)}, make_tokenizer,
-                                       folder=tokenizer_dir)}
-
-    def fit(name: str, spec: LlamaSpec, style: str, seed: int, train_config: TrainConfig) -> dict:
+    def fit(name: str, spec: LlamaSpec, style: str, seed: int, train_config: TrainConfig,
+            stage_dir: StageDir) -> StageOutput:
         tok = load_tokenizer(tokenizer_dir)
         model = new_llama(spec, len(tok), seed)
         prompts = [e.prompt for e in train()]
         targets = [_module(e).write_trace(e, style) for e in train()]
-        result = train_lm(model, tok, prompts, targets, root / name, train_config.model_copy(update=run))
-        return {**result.history[-1], "parameters": sum(p.numel() for p in model.parameters())}
+        result = train_lm(model, tok, prompts, targets, stage_dir.path, train_config.model_copy(update=settings))
+        run.publish_model(name, result.model_dir)
+        return StageOutput(summary={**result.history[-1], "parameters": sum(p.numel() for p in model.parameters())})
 
-    model_dirs = {"teacher": root / "teacher" / "model", "base_student": root / "base_student" / "model"}
-    metrics["teacher"] = stages.run("teacher", {"spec": config.teacher_model.model_dump(), "style": "teacher"},
-                                    functools.partial(fit, "teacher", config.teacher_model, "teacher", config.seed,
-                                                      config.teacher_train), folder=root / "teacher")
-    metrics["base_student"] = stages.run(
-        "base_student", {"spec": config.student_model.model_dump(), "style": "student"},
-        functools.partial(fit, "base_student", config.student_model, "student", config.seed + 1,
-                          config.student_train), folder=root / "base_student")
-    generations_path = root / "generations" / "transfer.json"
-
-    def generate() -> dict:
+    def generate(stage_dir: StageDir) -> StageOutput:
         teacher = LanguageModel.from_pretrained(model_dirs["teacher"], device=device)
         texts = teacher.generate([e.prompt for e in transfer()], max_new_tokens=config.max_new_tokens)
-        io.atomic_write_json(generations_path, {"prompts": [e.prompt for e in transfer()], "texts": texts})
-        return {"n": len(texts)}
+        return StageOutput(rows=[{"prompt": e.prompt, "text": text} for e, text in zip(transfer(), texts, strict=True)],
+                           summary={"n": len(texts)})
 
-    # (the folder's name hashes the whole recipe, so within it a stage's inputs are its own settings only)
-    metrics["generations"] = stages.run("generations", {"max_new_tokens": config.max_new_tokens}, generate,
-                                        folder=root / "generations")
-
-    def distil(name: str) -> dict:
+    def distill(name: str, stage_dir: StageDir) -> StageOutput:
         base = LanguageModel.from_pretrained(model_dirs["base_student"], device=device)
         student, tok = base.model.train(), base.tokenizer
-        saved = io.read_json(generations_path)
-        prompts, targets = saved["prompts"], saved["texts"]
+        saved = run.stage("generations").rows()
+        prompts, targets = [r["prompt"] for r in saved], [r["text"] for r in saved]
         teacher = kd = None
         if name == "perturbed":  # the same prompts, gold traces in the teacher's style, babi's perturbed
             rng = random.Random(config.seed)
@@ -197,16 +185,28 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
                        chains.write_trace(e, "teacher") for e in transfer()]
         elif name in KD_STUDENTS:
             teacher, kd = LanguageModel.from_pretrained(model_dirs["teacher"], device=device).model, KD_STUDENTS[name]
-        result = train_lm(student, tok, prompts, targets, root / f"student-{name}",
-                          config.distill_train.model_copy(update=run), teacher=teacher, kd=kd)
-        return result.history[-1]
+        result = train_lm(student, tok, prompts, targets, stage_dir.path,
+                          config.distill_train.model_copy(update=settings), teacher=teacher, kd=kd)
+        run.publish_model(f"student-{name}", result.model_dir)
+        return StageOutput(summary=result.history[-1])
 
+    stages = [
+        Stage("tokenizer", {"recipe": recipe_hash(config)}, compute=make_tokenizer),
+        Stage("teacher", {"spec": config.teacher_model.model_dump(), "style": "teacher"}, compute=functools.partial(
+            fit, "teacher", config.teacher_model, "teacher", config.seed, config.teacher_train)),
+        Stage("base_student", {"spec": config.student_model.model_dump(), "style": "student"},
+              compute=functools.partial(fit, "base_student", config.student_model, "student", config.seed + 1,
+                                        config.student_train)),
+        # (the folder's name hashes the whole recipe, so within it a stage's inputs are its own settings only)
+        Stage("generations", {"max_new_tokens": config.max_new_tokens}, compute=generate),
+    ]
     for name in config.students:
         inputs = {"student": name, "kd": KD_STUDENTS[name].model_dump() if name in KD_STUDENTS else None}
-        metrics[name] = stages.run(f"student-{name}", inputs, functools.partial(distil, name),
-                                   folder=root / f"student-{name}")
-        model_dirs[name] = root / f"student-{name}" / "model"
-    return LMLab(root, config, model_dirs, metrics)
+        stages.append(Stage(f"student-{name}", inputs, compute=functools.partial(distill, name)))
+        model_dirs[name] = run.model_dir(f"student-{name}")
+    with StageRunner(run, progress=False) as runner:
+        metrics = {stage.name.removeprefix("student-"): runner.run(stage) for stage in stages}
+    return LMLab(run.path, config, model_dirs, metrics)
 
 
 def quick_config(seed: int = 0) -> LMLabConfig:
@@ -236,29 +236,3 @@ def check_lab_model(name: str) -> None:
 
         raise ValueError(f"Expected `lab_model` to be one of {', '.join(MODELS)} (with lab: lm), but got {name!r}."
                          f"{did_you_mean(name, MODELS)}")
-
-
-def lab_models(wanted: dict[str, tuple[str, str, str]], device: str = "cpu", progress: bool = True) -> dict:
-    """Build (or load) the language-model labs that ``wanted`` needs and return its models.
-
-    Parameters
-    ----------
-    wanted : your name for a model -> (lab root, recipe name or YAML path, lab model name)
-
-    Returns
-    -------
-    dict: your name -> :class:`~kdlens.subjects.LanguageModel` on ``device``; each distinct (root, recipe) lab is
-    built once, with only the students asked for.
-    """
-    for _, _, model in wanted.values():
-        check_lab_model(model)
-    out = {}
-    for root, recipe_name in sorted({(root, r) for root, r, _ in wanted.values()}):
-        names = [m for r0, r1, m in wanted.values() if (r0, r1) == (root, recipe_name)]
-        config = recipe(recipe_name)
-        config = config.model_copy(update={"students": [s for s in STUDENTS if s in names]})
-        lab = build(root, config, progress=progress, device=device)
-        for key, (r0, r1, model) in wanted.items():
-            if (r0, r1) == (root, recipe_name):
-                out[key] = LanguageModel.from_pretrained(lab.model_dirs[model], device=device, name=key)
-    return {key: out[key] for key in wanted}

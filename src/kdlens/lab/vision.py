@@ -4,11 +4,11 @@ The teacher learns shapes on ``train``, where the corner cue is independent of t
 it. Students learn on ``transfer``, where the cue agrees with the label 95% of the time: a student that copies the
 teacher's *answers* there can still pick up the cue. ``test_shifted`` (cue pointing to a wrong class) tells which did.
 
-Everything lands in ``<root>/vision-<hash>/``, the hash taken over the recipe, so changing any setting builds a new
-lab and calling again with the same recipe loads what is there. Each model is a stage recorded in
-``manifest.json`` with the hash of its inputs (its strategy and architecture); a stage whose inputs changed (a newer
-kdlens recipe) is trained again, and a killed build resumes at the unfinished stage, inside it at its last
-checkpoint.
+Everything lands in the run directory ``<root>/vision-<hash>/``, the hash taken over the recipe, so changing any
+setting builds a new lab and calling again with the same recipe loads what is there. Each model is a stage
+(``stages/<model>/`` while it trains, ``models/<model>/`` when done) recorded in ``manifest.json`` with the hash of its
+inputs (its strategy and architecture); a stage whose inputs changed (a newer kdlens recipe) is trained again, and a
+killed build resumes at the unfinished stage, inside it at its last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from kdlens.config import StrictModel, did_you_mean, dump_yaml, named_recipe, va
 from kdlens.distill.config import StrategyConfig, TrainConfig
 from kdlens.distill.trainer import RUN_SETTINGS, evaluate, train
 from kdlens.lab.cnn import SmallCNN
-from kdlens.stages import Stages
+from kdlens.rundir import RunDir, StageDir, StageOutput
+from kdlens.stages import Stage, StageRunner
 from kdlens.subjects import Classifier, load_classifier
 from kdlens.tasks.shapes import ShapesConfig, make_split
 
@@ -151,9 +152,9 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
     accuracy on ``test`` and ``test_shifted``, agreement with the teacher on both (students), seconds to train.
     """
     config = config or VisionLabConfig()
-    root = Path(root) / f"vision-{recipe_hash(config)}"
-    io.atomic_write_text(root / "config.yaml", dump_yaml(config))
-    stages = Stages(root)
+    run = RunDir(Path(root) / f"vision-{recipe_hash(config)}")
+    run.manifest()  # an older layout is refused before anything is written
+    run.write_config(dump_yaml(config))
     shapes = config.shapes
     data = functools.cache(lambda split, n: make_split(shapes, split, n))  # drawn only if a stage runs
     run_config = {"progress": progress, "seed": config.seed, "device": device}
@@ -161,48 +162,51 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
     def evals() -> dict:
         return {split: data(split, config.n_eval) for split in ("test", "test_shifted")}
 
-    def stage(name: str, inputs: dict, run) -> dict:
-        return stages.run(name, inputs, run, folder=root / name)
-
     teacher_kwargs = {"n_classes": shapes.n_classes, **config.teacher_model.model_dump(mode="json")}
     student_kwargs = {"n_classes": shapes.n_classes, **config.student_model.model_dump(mode="json")}
 
-    def train_teacher(folder: str, seed: int) -> dict:
+    def train_teacher(name: str, seed: int, stage_dir: StageDir) -> StageOutput:
         torch.manual_seed(seed)
         labels_only = validate(TEACHER_STRATEGY, StrategyConfig)
-        result = train(SmallCNN(**teacher_kwargs), data("train", config.n_train), root / folder, labels_only,
+        result = train(SmallCNN(**teacher_kwargs), data("train", config.n_train), stage_dir.path, labels_only,
                        config.teacher_train.model_copy(update={**run_config, "seed": seed}), eval_data=evals(),
                        student_kwargs=teacher_kwargs)
-        return result.final
+        run.publish_model(name, result.model_dir)
+        return StageOutput(summary=result.final)
 
     teacher_inputs = {"strategy": TEACHER_STRATEGY, "model": teacher_kwargs}
-    metrics = {"teacher": stage("teacher", teacher_inputs, functools.partial(train_teacher, "teacher", config.seed))}
+    stages = [Stage("teacher", teacher_inputs, compute=functools.partial(train_teacher, "teacher", config.seed))]
     if baseline_teacher:  # the same recipe from another seed: how far two equally good teachers' reasons differ
-        reseeded = functools.partial(train_teacher, "teacher-reseeded", config.seed + 1)
-        metrics["teacher_reseeded"] = stage("teacher-reseeded", {**teacher_inputs, "seed": config.seed + 1},
-                                            reseeded)
-    teacher = load_classifier(root / "teacher" / "model", device=device)
+        stages.append(Stage("teacher-reseeded", {**teacher_inputs, "seed": config.seed + 1},
+                            compute=functools.partial(train_teacher, "teacher-reseeded", config.seed + 1)))
     strategies = student_strategies()
 
-    def train_student(name: str) -> dict:
+    def train_student(name: str, stage_dir: StageDir) -> StageOutput:
+        teacher = load_classifier(run.model_dir("teacher"), device=device)
         torch.manual_seed(config.seed)
         student = SmallCNN(**student_kwargs)
         strategy = validate({"name": name, **strategies[name]}, StrategyConfig)
-        result = train(student, data("transfer", config.n_transfer), root / f"student-{name}", strategy,
+        result = train(student, data("transfer", config.n_transfer), stage_dir.path, strategy,
                        config.student_train.model_copy(update=run_config),
                        teacher=teacher if strategy.needs_teacher else None, eval_data=evals(),
                        student_kwargs=student_kwargs)
+        run.publish_model(f"student-{name}", result.model_dir)
         if strategy.needs_teacher:
-            return result.final
+            return StageOutput(summary=result.final)
         # agreement with the teacher for every student, the labels-only one included
-        return {**result.final, **evaluate(Classifier(student), Classifier(teacher), evals())}
+        return StageOutput(summary={**result.final, **evaluate(Classifier(student), Classifier(teacher), evals())})
 
     for name in config.students:
         inputs = {"strategy": strategies[name], "model": student_kwargs}
-        metrics[name] = stage(f"student-{name}", inputs, functools.partial(train_student, name))
-    student_dirs = {name: root / f"student-{name}" / "model" for name in config.students}
-    baseline_dir = root / "teacher-reseeded" / "model" if baseline_teacher else None
-    return VisionLab(root, config, root / "teacher" / "model", student_dirs, metrics, baseline_dir)
+        stages.append(Stage(f"student-{name}", inputs, compute=functools.partial(train_student, name)))
+    metrics = {}
+    with StageRunner(run, progress=False) as runner:
+        for stage in stages:
+            key = stage.name.removeprefix("student-").replace("teacher-reseeded", "teacher_reseeded")
+            metrics[key] = runner.run(stage)
+    student_dirs = {name: run.model_dir(f"student-{name}") for name in config.students}
+    baseline_dir = run.model_dir("teacher-reseeded") if baseline_teacher else None
+    return VisionLab(run.path, config, run.model_dir("teacher"), student_dirs, metrics, baseline_dir)
 
 
 def quick_config(seed: int = 0) -> VisionLabConfig:
@@ -229,38 +233,6 @@ def check_lab_model(name: str) -> None:
                          f"{did_you_mean(name, known)}")
 
 
-def lab_models(wanted: dict[str, tuple[str, str, str]], device: str = "cpu", progress: bool = True) -> dict:
-    """Build (or load) the labs that ``wanted`` needs and return its models.
-
-    Parameters
-    ----------
-    wanted : your name for a model -> (lab root, recipe name or YAML path, lab model name)
-
-    Returns
-    -------
-    dict: your name -> nn.Module (eval-ready, on ``device``); each distinct (root, recipe) lab is built once, with
-    only the students asked for and the re-seeded teacher only when asked for.
-    """
-    for _, _, model in wanted.values():
-        check_lab_model(model)
-    out = {}
-    for root, recipe_name in sorted({(root, r) for root, r, _ in wanted.values()}):
-        names = [m for r0, r1, m in wanted.values() if (r0, r1) == (root, recipe_name)]
-        config = recipe(recipe_name)
-        config = config.model_copy(update={"students": [s for s in STUDENTS if s in names]})
-        lab = build(root, config, progress=progress, device=device, baseline_teacher="teacher_reseeded" in names)
-        for key, (r0, r1, model) in wanted.items():
-            if (r0, r1) != (root, recipe_name):
-                continue
-            if model == "teacher":
-                out[key] = lab.teacher()
-            elif model == "teacher_reseeded":
-                out[key] = lab.baseline_teacher()
-            elif model == "untrained_student":
-                out[key] = lab.untrained_student()
-            else:
-                out[key] = lab.student(model)
-    return {k: v.to(device) for k, v in out.items()}
 # The demo's students: the shortcut (labels only), plain output KD, the most accurate (FitNets hints) and the one
 # that copies the teacher's evidence (attribution KD); the other three are in examples/audit_lab.yaml.
 DEMO_STUDENTS = ("labels_only", "output_kd", "feature_kd", "attribution_kd")

@@ -31,6 +31,7 @@ from kdlens.measures.evidence import (
     pointing_game,
 )
 from kdlens.measures.fidelity import Agreement, agreement, js_divergence, kl_divergence, total_variation
+from kdlens.measures.merging import merge_states
 from kdlens.measures.text_overlap import bleu, rouge_l, sentence_bleu
 from kdlens.measures.traces import (
     IndependenceTest,
@@ -72,6 +73,7 @@ __all__ = [
     "map_spearman",
     "map_topk_iou",
     "mask_fraction",
+    "merge_states",
     "negative_log_likelihood",
     "normalize_maps",
     "pointing_game",

@@ -149,6 +149,9 @@ class CKAMatrix(Metric):
 
     def compute(self) -> torch.Tensor:
         n = float(self.n)
+        if self.widths_a is None and n > 0:  # states merged in (``merge_state``) rather than updated here
+            self.widths_a = [getattr(self, f"gram_a{i}").shape[0] for i in range(len(self.layers_a))]
+            self.widths_b = [getattr(self, f"gram_b{j}").shape[0] for j in range(len(self.layers_b))]
         if self.widths_a is None or n == 0:
             C.fail(type(self).__name__, "updated with at least one batch before compute()", "no batches")
         minimum, estimator = (4, "debiased (unbiased-HSIC) CKA") if self.debiased else (2, "CKA")

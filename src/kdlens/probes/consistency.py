@@ -21,6 +21,7 @@ itself does on most examples.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -136,3 +137,72 @@ def verdict_rates(labels: list[str], difficulty: torch.Tensor | None = None, bin
             out["by_difficulty"].append({"low": float(difficulty[part].min()), "high": float(difficulty[part].max()),
                                          "n": len(chosen), **shares(chosen)})
     return out
+
+
+@dataclass
+class Consistency:
+    """What :func:`attribution_consistency` measured on n examples (every tensor indexed by example).
+
+    targets : (n,) the class every model explains (the teacher's prediction)
+    correct : model -> (n,) bool, its prediction equals the label
+    maps : model -> (n, h, w) float, Grad-CAM maps
+    stability, stability_adversarial : model -> (n,) Spearman of its map on x with its map on x + noise, and on its
+        own FGSM example
+    compared : student or baseline -> :func:`compare_maps` of the teacher's maps with its own
+    thresholds : the verdict thresholds used (empty: no verdicts)
+    """
+
+    targets: torch.Tensor
+    correct: dict[str, torch.Tensor]
+    maps: dict[str, torch.Tensor]
+    stability: dict[str, torch.Tensor]
+    stability_adversarial: dict[str, torch.Tensor]
+    compared: dict[str, dict[str, torch.Tensor]]
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+def attribution_consistency(models: dict, inputs: torch.Tensor, labels: torch.Tensor, layers: dict[str, str],
+                            masks: torch.Tensor | None = None, top_k: float = 0.2, quantile: float = 0.1,
+                            noise: float = 8 / 255, attack_epsilon: float = 4 / 255, seed: int = 0,
+                            batch_size: int = 256, thresholds: dict[str, float] | None = None,
+                            teacher: str = "teacher") -> Consistency:
+    """Grad-CAM maps of every model for the teacher's predicted class, compared with the teacher's, with each
+    map's stability under input noise and under an FGSM step, and the verdict thresholds.
+
+    Parameters
+    ----------
+    models : name -> nn.Module, the teacher (``teacher``) first; a ``teacher_reseeded`` model sets the agreement
+        threshold and the teacher's own evidence share the evidence one (:func:`baseline_thresholds`)
+    inputs : (n, C, H, W); labels (n,); masks (n, H, W) evidence, or None
+    layers : model name -> the conv layer to explain
+    noise : half-width of the uniform input noise of the stability test, in input units
+    attack_epsilon : L-inf budget of the FGSM step pushing each model away from the target class; inputs stay
+        within the data's range
+    thresholds : used when there is no ``teacher_reseeded`` model to derive them from
+    """
+    from kdlens.probes.attribution import GradCAM, resolve_targets
+    from kdlens.probes.robustness import fgsm
+    from kdlens.subjects import Classifier
+
+    def attribute(name: str, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        method = GradCAM(models[name], layers[name])
+        return torch.cat([method.attribute(xb, tb).detach().cpu()
+                          for xb, tb in zip(x.split(batch_size), targets.split(batch_size), strict=True)])
+
+    logits = {name: Classifier(model, name).logits(inputs) for name, model in models.items()}
+    targets = resolve_targets("teacher", teacher_logits=logits[teacher])
+    maps = {name: attribute(name, inputs, targets) for name in models}
+    g = torch.Generator().manual_seed(seed)
+    noisy = inputs + noise * (2 * torch.rand(inputs.shape, generator=g) - 1)
+    stability = {name: M.map_spearman(maps[name], attribute(name, noisy, targets), reduction="none")
+                 for name in models}
+    bounds = (float(inputs.min()), float(inputs.max()))
+    adversarial = {name: M.map_spearman(maps[name], attribute(
+        name, fgsm(model, inputs, targets, attack_epsilon, bounds=bounds), targets), reduction="none")
+        for name, model in models.items()}
+    compared = {name: compare_maps(maps[teacher], maps[name], masks, top_k) for name in models if name != teacher}
+    teacher_evidence = compared[next(iter(compared))].get("teacher_evidence")  # the same teacher maps in every one
+    chosen = (baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)
+              if "teacher_reseeded" in compared else dict(thresholds or {}))
+    correct = {name: z.argmax(-1) == labels for name, z in logits.items()}
+    return Consistency(targets, correct, maps, stability, adversarial, compared, chosen)

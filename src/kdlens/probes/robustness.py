@@ -180,3 +180,37 @@ def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.T
         out["student_follows_cue"] = ((s1 == cue) & (s0 != cue)).float()
         out["teacher_follows_cue"] = ((t1 == cue) & (t0 != cue)).float()
     return out
+
+
+def robustness_curve(teacher: nn.Module, students: dict[str, nn.Module], inputs: torch.Tensor, labels: torch.Tensor,
+                     epsilons: list[float], steps: int = 10, seed: int = 0, headline_epsilon: float | None = None,
+                     headline: dict[str, tuple[float, float]] | None = None,
+                     teacher_attack: torch.Tensor | None = None) -> dict:
+    """Accuracy under PGD vs L-inf budget for every model, and each student's agreement with the teacher on inputs
+    attacked against the student.
+
+    ``headline`` (student -> (accuracy, agreement)) and ``teacher_attack`` (the teacher's PGD inputs) at
+    ``headline_epsilon`` are reused there, not recomputed.
+
+    Returns
+    -------
+    dict: ``epsilons``, ``accuracy`` (model -> one value per budget, the teacher's under ``"teacher"``) and
+    ``agreement`` (student -> one value per budget).
+    """
+    curve: dict = {"epsilons": epsilons, "accuracy": {}, "agreement": {}}
+    attacked = {headline_epsilon: teacher_attack} if teacher_attack is not None else {}
+    curve["accuracy"]["teacher"] = [float((predictions(teacher, attacked[e] if e in attacked else pgd(
+        teacher, inputs, labels, e, steps=steps, seed=seed)) == labels).double().mean()) for e in epsilons]
+    for name, student in students.items():
+        accuracy, agreement = [], []
+        for e in epsilons:
+            if headline is not None and e == headline_epsilon:
+                accuracy.append(headline[name][0])
+                agreement.append(headline[name][1])
+                continue
+            adv = pgd(student, inputs, labels, e, steps=steps, seed=seed)
+            own = predictions(student, adv)
+            accuracy.append(float((own == labels).double().mean()))
+            agreement.append(float((own == predictions(teacher, adv)).double().mean()))
+        curve["accuracy"][name], curve["agreement"][name] = accuracy, agreement
+    return curve

@@ -168,15 +168,28 @@ def answer_calibration(model, examples: Sequence, texts: Sequence[str], n_bins: 
     -------
     dict (JSON-ready): ``n`` traces, ``n_scored`` (those with an answer to score), ``ece`` (equal-width bins,
     :func:`kdlens.measures.confidence_calibration_error`; None when nothing was scored), ``mean_confidence`` and
-    ``accuracy`` over the scored traces.
+    ``accuracy`` over the scored traces, and the ``reliability`` curve (None when nothing was scored).
     """
     confidence = answer_confidence(model, examples, texts, batch_size)
     correct = torch.tensor([c.answer_correct for c in check_traces(examples, list(texts))])
+    return calibration_summary(confidence, correct, n_bins)
+
+
+def calibration_summary(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 10) -> dict:
+    """:func:`answer_calibration`'s figures from each trace's ``confidence`` (n,) (NaN: no answer to score) and
+    whether its answer is ``correct`` (n,) bool."""
     scored = ~torch.isnan(confidence)
     out = {"n": len(confidence), "n_scored": int(scored.sum()), "ece": None, "mean_confidence": None,
-           "accuracy": None}
+           "accuracy": None, "reliability": None}
     if out["n_scored"]:
         c, ok = confidence[scored], correct[scored]
+        curve = M.confidence_reliability_curve(c, ok, n_bins)
         out.update(ece=M.confidence_calibration_error(c, ok, n_bins=n_bins), mean_confidence=float(c.mean()),
-                   accuracy=float(ok.double().mean()))
+                   accuracy=float(ok.double().mean()),
+                   reliability={"confidence": _listed(curve.confidence), "accuracy": _listed(curve.accuracy),
+                                "count": curve.count.tolist(), "edges": curve.edges.tolist()})
     return out
+
+
+def _listed(values: torch.Tensor) -> list:
+    return [None if math.isnan(v) else v for v in values.tolist()]

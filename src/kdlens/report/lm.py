@@ -1,5 +1,5 @@
-"""The report's page for language models that reason in steps (``results.json`` with ``data.task == "reasoning"``):
-what :func:`kdlens.report.render` fills ``report_lm.html.j2`` with.
+"""The report's sections for language models that reason in steps (``results.json`` with ``kind == "lm"``): what
+:func:`kdlens.report.render` fills ``report_lm.html.j2`` with.
 
 Sections: the verdicts and the headline table; fidelity vs accuracy (one point per student: answer accuracy against
 step agreement and against BLEU with the teacher's traces); the trace x answer contingency table of every model
@@ -10,11 +10,11 @@ probability; CKA between layers; sample traces with each sentence marked right o
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from kdlens.report import plots
+from kdlens.report.tables import fmt, table_rows
+from kdlens.rundir import RunDir
 
+TEMPLATE = "report_lm.html.j2"
 SECTIONS = ("summary", "fidelity", "contingency", "steps", "calibration", "representations", "samples", "method")
 COLUMNS = (  # (key, header, format): the summary table, in reading order
     ("accuracy", "accuracy", "pct"), ("agreement", "answer agreement", "pct"),
@@ -28,11 +28,7 @@ SAMPLE_TITLES = {"right_answer_wrong_trace": "right answer, wrong trace",
                  "disagrees_with_teacher": "answer differs from the teacher's"}
 
 
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _figures(run_dir: Path, results: dict) -> dict:
+def _figures(results: dict, stages: dict[str, dict | None]) -> dict:
     """Every plot of the page, as inline SVG strings (None where there is nothing to draw)."""
     students = list(results["students"])
     figs: dict = {"fidelity": None, "bleu": None, "steps": {}, "reliability": None, "cka": None}
@@ -51,12 +47,12 @@ def _figures(run_dir: Path, results: dict) -> dict:
             key: plots.line_chart(part["difficulty"], part[key], f"number of {unit}", label, f"{task}: {label}")
             for key, label in (("accuracy", "answer accuracy"), ("trace_accuracy", "trace accuracy"),
                                ("step_agreement", "step agreement with the teacher")) if part[key]}
-    calibration = _read(run_dir / "stages" / "calibration" / "figures.json")
+    calibration = stages["calibration"]
     if calibration is not None:
         curves = {n: e["reliability"] for n, e in calibration["models"].items() if e["reliability"] is not None}
         if curves:
             figs["reliability"] = plots.reliability_diagram(curves, "probability of the answer written")
-    representations = _read(run_dir / "stages" / "representations" / "figures.json")
+    representations = stages["representations"]
     if representations is not None:
         figs["cka"] = {n: plots.cka_heatmap(e["cka"], e["teacher_layers"], e["student_layers"],
                                             f"linear CKA: teacher x {n}")
@@ -71,16 +67,12 @@ def _contingency(results: dict) -> list[dict]:
     return out
 
 
-def lm_context(run_dir: Path, results: dict, fmt) -> dict:
-    """The template's variables for a language-model audit."""
-    rows = [{"name": "teacher", "role": "teacher", "verdict": None,
-             "cells": [fmt(results["teacher"].get(k), f) for k, _, f in COLUMNS]}]
-    rows += [{"name": n, "role": "student", "verdict": s["verdict"], "cells": [fmt(s.get(k), f) for k, _, f in COLUMNS]}
-             for n, s in results["students"].items()]
-    return {"results": results, "run_dir": str(run_dir), "columns": [h for _, h, _ in COLUMNS], "rows": rows,
-            "card": results["scorecard"], "students": results["students"], "figures": _figures(run_dir, results),
-            "sections": SECTIONS, "contingency": _contingency(results), "samples": results.get("samples", {}),
-            "sample_titles": SAMPLE_TITLES, "task_units": TASK_UNITS,
-            "calibration": _read(run_dir / "stages" / "calibration" / "figures.json"),
-            "representations": _read(run_dir / "stages" / "representations" / "figures.json"),
-            "traces": _read(run_dir / "stages" / "traces" / "figures.json"), "fmt": fmt}
+def context(run: RunDir, results: dict, per_kind: int = 4) -> dict:
+    """The template's variables for a language-model audit (each stage's figures read once; ``per_kind`` is the
+    classifier gallery's and unused: the samples were chosen by the audit)."""
+    stages = {name: run.stage(name).figures() for name in ("traces", "calibration", "representations")}
+    return {"results": results, "run_dir": str(run.path), "columns": [h for _, h, _ in COLUMNS],
+            "rows": table_rows(results, COLUMNS), "card": results["scorecard"], "students": results["students"],
+            "figures": _figures(results, stages), "sections": SECTIONS, "contingency": _contingency(results),
+            "samples": results.get("samples", {}), "sample_titles": SAMPLE_TITLES, "task_units": TASK_UNITS,
+            **stages, "fmt": fmt}

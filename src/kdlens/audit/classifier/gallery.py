@@ -6,19 +6,19 @@ For each student, up to ``per_kind`` examples of each telling kind, read off the
 - ``disagreement``: the student's answer differs from the teacher's (largest KL first);
 - ``cue_flip``: the student changed its answer when only the spurious cue was edited.
 
-Writes ``stages/gallery/gallery.json`` (the entries) and ``stages/gallery/gallery.safetensors`` (``images`` as
+Writes ``stages/gallery/figures.json`` (the entries) and ``stages/gallery/arrays.safetensors`` (``images`` as
 uint8 (k, C, H, W), ``counterfactuals`` for cue flips, ``maps.<model>`` (k, h, w) for the teacher and each student).
+Not sharded: it reads the other stages' finished tables.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from kdlens import io
-from kdlens.audit.common import TEACHER, AuditData, data_digest, read_rows
-from kdlens.stages import Stages
+from kdlens.audit.common import TEACHER, data_digest
+from kdlens.rundir import RunDir, StageOutput
+from kdlens.stages import Stage
+from kdlens.tasks.files import EvalSplit
 
 KINDS = ("right_for_wrong_reasons", "disagreement", "cue_flip")
 
@@ -33,12 +33,12 @@ def _as_uint8(images: torch.Tensor) -> torch.Tensor:
     return (x * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-def _pick(run_dir: Path, students: list[str], primary: str, per_kind: int) -> list[dict]:
-    attribution = [r for r in read_rows(run_dir, "attribution") if r["model"] in students]
-    outputs = [r for r in read_rows(run_dir, "outputs") if r["split"] == primary]
+def _pick(run: RunDir, students: list[str], primary: str, per_kind: int) -> list[dict]:
+    attribution = [r for r in run.stage("attribution").rows() if r["model"] in students]
+    outputs = [r for r in run.stage("outputs").rows() if r["split"] == primary]
     teacher_prediction = {r["index"]: r["prediction"] for r in outputs if r["model"] == TEACHER}
     prediction = {(r["model"], r["index"]): r["prediction"] for r in outputs}
-    flips = [r for r in read_rows(run_dir, "robustness") if r.get("student_flips") == 1.0]
+    flips = [r for r in run.stage("robustness").rows() if r.get("student_flips") == 1.0]
     entries = []
     for name in students:
         mine = [r for r in attribution if r["model"] == name]
@@ -60,19 +60,16 @@ def _pick(run_dir: Path, students: list[str], primary: str, per_kind: int) -> li
     return entries
 
 
-def gallery_stage(run_dir: str | Path, data: AuditData, students: list[str], primary: str,
-                  depends_on: dict, per_kind: int = 4) -> dict:
+def gallery_stage(run: RunDir, data: EvalSplit, students: list[str], primary: str, depends_on: dict,
+                  per_kind: int = 4) -> Stage:
     """Choose and save the gallery (see the module docstring); ``depends_on`` names the input stages' hashes,
     so the gallery is chosen again whenever one of them changes."""
-    run_dir = Path(run_dir)
-    folder = run_dir / "stages" / "gallery"
     inputs = {"stage": "gallery", "data": data_digest(data), "students": students, "per_kind": per_kind,
               "primary": primary, "depends_on": depends_on}
 
-    def compute() -> dict:
-        entries = _pick(run_dir, students, primary, per_kind)
-        maps_path = run_dir / "stages" / "attribution" / "maps.safetensors"
-        maps = io.load_tensors(maps_path) if maps_path.is_file() else {}
+    def compute(_) -> StageOutput:
+        entries = _pick(run, students, primary, per_kind)
+        maps = run.stage("attribution").arrays()
         indices = sorted({e["index"] for e in entries if e["index"] < len(data.inputs)})
         where = {i: row for row, i in enumerate(indices)}
         arrays: dict[str, torch.Tensor] = {}
@@ -87,10 +84,7 @@ def gallery_stage(run_dir: str | Path, data: AuditData, students: list[str], pri
                     arrays[key] = maps[key][chosen].float().contiguous()
         for entry in entries:
             entry["row"] = where.get(entry["index"])
-        if arrays:
-            io.save_tensors(folder / "gallery.safetensors", arrays)
-        io.atomic_write_json(folder / "gallery.json", {"kinds": list(KINDS), "entries": entries,
-                                                      "has_images": "images" in arrays})
-        return {"entries": len(entries)}
+        return StageOutput(figures={"kinds": list(KINDS), "entries": entries, "has_images": "images" in arrays},
+                           arrays=arrays, summary={"entries": len(entries)})
 
-    return Stages(run_dir).run("gallery", inputs, compute, folder=folder)
+    return Stage("gallery", inputs, compute=compute)

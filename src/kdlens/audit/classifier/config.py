@@ -1,4 +1,5 @@
-"""What ``kdlens audit CONFIG`` reads: the models, the data, the probes' settings and the selection rule.
+"""What ``kdlens audit CONFIG`` reads for classifiers: the models, the data, the probes' settings and the selection
+rule.
 
 Every key has a default but ``run_dir``, the teacher and the students (which Python callers may pass as modules
 instead). The whole file is validated before any model is built; a typo names the key it was probably meant to be.
@@ -6,23 +7,14 @@ instead). The whole file is validated before any model is built; a typo names th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from kdlens.audit.selection import SelectionRule
 from kdlens.config import StrictModel, did_you_mean, with_default_task
-from kdlens.distill.run import ModelSource
+from kdlens.subjects.sources import ModelSource
 from kdlens.tasks.shapes import ShapesConfig
-
-# How each scorecard metric is read: "higher" is better, or "lower" is better.
-METRICS = {
-    "accuracy": "higher", "accuracy_shifted": "higher", "agreement": "higher", "kl": "lower", "ece": "lower",
-    "cka_mean_best": "higher", "attribution_spearman": "higher", "evidence_mass": "higher",
-    "right_for_wrong_reasons": "lower", "cue_flip_rate": "lower", "adversarial_agreement": "higher",
-    # language models that reason in steps
-    "trace_accuracy": "higher", "step_agreement": "higher", "bleu": "higher",
-}
 
 
 class ShapesAuditData(StrictModel):
@@ -86,7 +78,7 @@ def _check_shifted(shifted: str | None, splits: dict[str, str]) -> None:
                          f"{did_you_mean(shifted, splits)}")
 
 
-AuditData = Annotated[ShapesAuditData | TensorAuditData | ImageFolderAuditData, Field(discriminator="task")]
+ClassifierData = Annotated[ShapesAuditData | TensorAuditData | ImageFolderAuditData, Field(discriminator="task")]
 
 
 class ModelLayers(StrictModel):
@@ -144,67 +136,11 @@ class Probes(StrictModel):
     robustness: RobustnessProbe = Field(default_factory=RobustnessProbe)
 
 
-class RiskThresholds(StrictModel):
-    """When a verdict names a risk (each a difference or a share, in [0, 1])."""
-
-    shifted_drop: float = Field(0.15, description="teacher's shifted accuracy minus the student's")
-    wrong_reasons: float = Field(0.2, description="share of correct answers right for the wrong reasons")
-    cue_flips: float = Field(0.1, description="share of answers that change when only the cue changes")
-    ece_excess: float = Field(0.03, description="student's ECE minus the teacher's")
-    disagreement: float = Field(0.05, description="share of examples where student and teacher disagree")
-    adversarial_agreement: float = Field(0.1, description="agreement on inputs attacked against the student below "
-                                         "this (most students fall far below 1 under PGD; this flags the worst)")
-    step_disagreement: float = Field(0.2, description="language models: share of the teacher's right steps the "
-                                     "student does not also get right (1 - step agreement)")
-
-
-def _default_weights() -> dict[str, float]:
-    return {"accuracy": 1.0, "accuracy_shifted": 1.0, "agreement": 0.5, "ece": 0.5, "cka_mean_best": 0.25,
-            "attribution_spearman": 1.0, "right_for_wrong_reasons": 1.0, "cue_flip_rate": 0.5,
-            "adversarial_agreement": 0.5, "trace_accuracy": 1.0, "step_agreement": 1.0}
-
-
-class SelectionRule(StrictModel):
-    """How the scorecard chooses a student.
-
-    A student must pass every floor: ``max_accuracy_drop`` below the teacher's accuracy at most, and each entry of
-    ``floors`` (a bound on a metric: a minimum for metrics where higher is better, a maximum where lower is). Among
-    those that pass, the highest score wins: the weighted mean of each metric's utility in [0, 1] (the value; 1 -
-    value for ece, right_for_wrong_reasons, cue_flip_rate; exp(-kl) for kl; max(value, 0) for Spearman). A metric
-    that no student has (its probe did not run, or it belongs to the other kind of model: classifiers have no
-    trace_accuracy, language models no attribution_spearman) drops out of the mean.
-    """
-
-    weights: dict[str, float] = Field(default_factory=_default_weights)
-    floors: dict[str, float] = Field(default_factory=dict)
-    max_accuracy_drop: float | None = Field(0.05, ge=0)
-    risks: RiskThresholds = Field(default_factory=RiskThresholds)
-
-    @field_validator("weights", "floors")
-    @classmethod
-    def _known_metrics(cls, values: dict[str, float]) -> dict[str, float]:
-        for key in values:
-            if key not in METRICS:
-                raise ValueError(f"unknown metric {key!r}.{did_you_mean(key, METRICS)} Metrics: "
-                                 f"{', '.join(METRICS)}.")
-        return values
-
-    @field_validator("weights")
-    @classmethod
-    def _non_negative(cls, values: dict[str, float]) -> dict[str, float]:
-        negative = [k for k, v in values.items() if v < 0]
-        if negative:
-            raise ValueError(f"weights must be >= 0 (each metric's direction is fixed), got negative {negative}")
-        if values and sum(values.values()) == 0:
-            raise ValueError("at least one weight must be > 0")
-        return values
-
-
 class AuditConfig(StrictModel):
     """One audit: a teacher against students (and baselines) on a task, written to ``run_dir``."""
 
     run_dir: str
-    data: AuditData = Field(default_factory=ShapesAuditData)
+    data: ClassifierData = Field(default_factory=ShapesAuditData)
     teacher: ModelSource | None = None
     students: dict[str, ModelSource] = Field(default_factory=dict)
     baselines: dict[str, ModelSource] = Field(
@@ -230,7 +166,3 @@ class AuditConfig(StrictModel):
         if both:
             raise ValueError(f"{sorted(both)} named both a student and a baseline; rename one")
         return self
-
-    @property
-    def run_path(self) -> Path:
-        return Path(self.run_dir)

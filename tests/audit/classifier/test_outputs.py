@@ -7,17 +7,27 @@ import pytest
 import torch
 from torch import nn
 
-import kdlens.audit.outputs as outputs
+import kdlens.probes.outputs as outputs
 from kdlens import measures as M
-from kdlens.audit.common import AuditData
-from kdlens.audit.outputs import outputs_stage, representations_stage
+from kdlens.audit.classifier import outputs as outputs_stages
+from kdlens.audit.classifier import representations as representations_stages
 from kdlens.io import read_json
 from kdlens.lab import vision
 from kdlens.lab.cnn import SmallCNN
+from kdlens.stages import run_stage
+from kdlens.tasks.files import EvalSplit
 from kdlens.tasks.shapes import make_split
 from tests.lab.test_vision import tiny
 
 LAYERS = ["block1", "block2", "block3", "embed"]
+
+
+def outputs_stage(run_dir, *args, **kwargs):  # the stage run on its own in run_dir, its summary returned
+    return run_stage(run_dir, outputs_stages.outputs_stage(*args, **kwargs))
+
+
+def representations_stage(run_dir, *args, **kwargs):
+    return run_stage(run_dir, representations_stages.representations_stage(*args, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +36,7 @@ def setup(tmp_path_factory):
     splits = {}
     for split in ("test", "test_shifted"):
         data = make_split(lab.config.shapes, split, 96)
-        splits[split] = AuditData(data.images, data.labels)
+        splits[split] = EvalSplit(data.images, data.labels)
     students = {name: lab.student(name) for name in lab.student_dirs}
     return lab.teacher(), students, splits
 
@@ -68,7 +78,7 @@ def test_outputs_stage_figures_match_the_measures(setup, ran):
             assert sum(curve["count"]) == len(data.labels) == 96
             assert len(curve["confidence"]) == len(curve["accuracy"]) == 15 and len(curve["edges"]) == 16
             assert summary[name][split] == {k: entry[k] for k in ("accuracy", "agreement", "kl", "ece")}
-    rows = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 96 * 2 * (1 + len(students))
     kd = [r for r in rows if r["model"] == "output_kd" and r["split"] == "test"]
     assert sum(r["kl"] for r in kd) / 96 == pytest.approx(figures["splits"]["test"]["models"]["output_kd"]["kl"])
@@ -83,7 +93,7 @@ def test_outputs_stage_is_cached(setup, ran, monkeypatch):
     def recomputed(*args, **kwargs):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(outputs, "_calibration", recomputed)
+    monkeypatch.setattr(outputs, "calibration", recomputed)
     again = outputs_stage(run_dir, teacher, students, splits)
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
     with pytest.raises(AssertionError, match="recomputed"):
@@ -105,7 +115,7 @@ def test_cka_of_the_teacher_with_itself(setup, tmp_path, monkeypatch):
     kd = figures["students"]["output_kd"]
     assert torch.tensor(kd["cka"]).shape == (4, 2) and 0 <= kd["cka_mean_best"] <= 1 + 1e-9
     assert set(kd["best_teacher_layer"].values()) <= set(LAYERS)
-    monkeypatch.setattr(outputs, "_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(representations_stages, "features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = representations_stage(tmp_path, teacher, {"self": teacher, "output_kd": students["output_kd"]},
                                   splits["test"], LAYERS, student_layers)
     assert again["self"] == summary["self"]
@@ -113,8 +123,9 @@ def test_cka_of_the_teacher_with_itself(setup, tmp_path, monkeypatch):
 
 def test_bad_inputs_are_rejected_before_computing(setup, tmp_path, monkeypatch):
     teacher, _, splits = setup
-    monkeypatch.setattr(outputs, "_calibration", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
-    monkeypatch.setattr(outputs, "_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+    monkeypatch.setattr(outputs, "calibration", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+    monkeypatch.setattr(representations_stages, "features",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
     wide = SmallCNN(n_classes=7, widths=(2, 4, 4))
     with pytest.raises(ValueError, match=r"teacher's 4 classes, but got 7"):
         outputs_stage(tmp_path, teacher, {"wide": wide}, splits)
@@ -122,7 +133,7 @@ def test_bad_inputs_are_rejected_before_computing(setup, tmp_path, monkeypatch):
         representations_stage(tmp_path, teacher, {"wide": wide}, splits["test"], LAYERS, {"wide": ["block3"]})
     with pytest.raises(KeyError, match=r"Did you mean 'block3'"):
         representations_stage(tmp_path, teacher, {"self": teacher}, splits["test"], ["blok3"], {"self": ["block3"]})
-    empty = AuditData(splits["test"].inputs[:0], splits["test"].labels[:0])
+    empty = EvalSplit(splits["test"].inputs[:0], splits["test"].labels[:0])
     with pytest.raises(ValueError, match="at least one example"):
         outputs_stage(tmp_path, teacher, {}, {"test": empty})
     broken = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from kdlens import audit
-from kdlens.audit.lm_results import LM_STUDENT_KEYS
+from kdlens.audit.lm.headline import LM_STUDENT_KEYS
 from kdlens.io import read_json
 from kdlens.probes import traces as T
 from kdlens.subjects import LanguageModel
@@ -239,7 +239,7 @@ def test_a_name_that_cannot_be_a_folder_is_an_error(tmp_path):
 
 def test_the_language_model_page_in_a_real_browser(audited, tmp_path):
     from kdlens.report import render
-    from kdlens.report.lm_html import SECTIONS
+    from kdlens.report.lm import SECTIONS
     from tests.report.browser import check_page, require_browser
 
     require_browser()
@@ -297,8 +297,8 @@ def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkey
 
 
 def test_a_template_puts_solved_train_questions_of_the_same_task_before_each_question():
-    from kdlens.audit.lm import load_questions, prompted
-    from kdlens.audit.lm_config import ReasoningAuditData
+    from kdlens.audit.lm.config import ReasoningAuditData
+    from kdlens.audit.lm.data import load_questions, prompted
 
     data = ReasoningAuditData(n=3, few_shot=2, prompt_template="Solve it.\n{examples}Q: {question}")
     plain = load_questions(ReasoningAuditData(n=3))

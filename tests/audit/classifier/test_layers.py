@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlens.audit.layers import default_layers
+from kdlens.audit.classifier.layers import default_layers
 from kdlens.lab import vision
 from kdlens.lab.cnn import SmallCNN
 

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from kdlens import audit
-from kdlens.audit.results import SCHEMA_VERSION, STUDENT_KEYS
+from kdlens.audit.classifier.headline import STUDENT_KEYS
+from kdlens.audit.results import SCHEMA_VERSION
 from kdlens.io import read_json
 from kdlens.lab import vision
 from tests.lab.test_vision import tiny
@@ -109,7 +110,7 @@ def test_every_stage_is_cached_and_a_second_run_gives_the_same_file(finished, la
 
 
 def test_a_run_killed_in_a_later_stage_resumes_to_identical_results(finished, labbed, tmp_path, monkeypatch):
-    from kdlens.audit import pipeline as run_module
+    from kdlens.audit.classifier import kind as run_module
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as if the process were interrupted inside the robustness stage

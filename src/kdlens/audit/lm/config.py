@@ -1,6 +1,7 @@
 """What ``kdlens audit CONFIG`` reads when the models are language models that reason in steps (``data: {task:
-reasoning}``): the models (local Hugging Face folders or the language-model lab), the questions (the ``chains``
-and ``babi`` tasks, whose every step a checker verifies), the probes' settings and the selection rule.
+reasoning}``): the models (:class:`ModelSource`: local Hugging Face folders or the language-model lab), the
+questions (the ``chains`` and ``babi`` tasks, whose every step a checker verifies), the probes' settings and the
+selection rule.
 
 Validated whole before any model is loaded; a typo names the key it was probably meant to be.
 """
@@ -9,39 +10,15 @@ from __future__ import annotations
 
 import re
 import string
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kdlens.audit.config import SelectionRule
+from kdlens.audit.selection import SelectionRule
 from kdlens.config import StrictModel
+from kdlens.subjects.sources import ModelSource
 from kdlens.tasks.babi import BabiConfig
 from kdlens.tasks.chains import ChainsConfig
-
-
-class LMSource(StrictModel):
-    """A causal language model: a local folder in the ``save_pretrained`` layout (safetensors weights and its
-    tokenizer; nothing is downloaded), or a model of the language-model lab (``lab: lm``)."""
-
-    checkpoint: str | None = None
-    lab: Literal["lm"] | None = None
-    lab_root: str = Field("runs/lab", description="where the lab keeps its models (with lab: lm)")
-    lab_model: str = Field("teacher", description="with lab: teacher, base_student or a student's name")
-    lab_recipe: str = Field("default", description="with lab: default, quick, or an LMLabConfig YAML file")
-    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="load the weights in this dtype (default: the checkpoint's own)")
-    trust_remote_code: bool = Field(False, description="run model code shipped in the folder (off unless trusted)")
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self):
-        given = [k for k in ("checkpoint", "lab") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of checkpoint (a local model folder) or lab: lm (got "
-                             f"{given or 'none'})")
-        if self.lab is None and (self.lab_model, self.lab_recipe) != ("teacher", "default"):
-            raise ValueError("lab_model and lab_recipe go with lab: lm")
-        return self
 
 
 class ReasoningAuditData(StrictModel):
@@ -122,8 +99,8 @@ class LMAuditConfig(StrictModel):
 
     run_dir: str
     data: ReasoningAuditData = Field(default_factory=ReasoningAuditData)
-    teacher: LMSource | None = None
-    students: dict[str, LMSource] = Field(default_factory=dict)
+    teacher: ModelSource | None = None
+    students: dict[str, ModelSource] = Field(default_factory=dict)
     probes: LMProbes = Field(default_factory=LMProbes)
     selection: SelectionRule = Field(default_factory=SelectionRule)
     samples: int = Field(3, ge=0, description="sample traces per kind and student in the report")
@@ -138,10 +115,6 @@ class LMAuditConfig(StrictModel):
             check_model_name(name)
         return self
 
-    @property
-    def run_path(self) -> Path:
-        return Path(self.run_dir)
-
 
 def check_model_name(name: str) -> None:
     """A model's name becomes a folder of the run directory: letters, digits, ``_``, ``.``, ``-`` only."""
@@ -149,9 +122,3 @@ def check_model_name(name: str) -> None:
         suggestion = re.sub(r"[^\w.-]+", "_", str(name))
         raise ValueError(f"Expected a model name of letters, digits, '_', '.' or '-' (it names a folder of the run "
                          f"directory), but got {name!r}. Rename it, e.g. {suggestion!r}.")
-
-
-def is_reasoning(config: dict) -> bool:
-    """Whether a config dict (as read from YAML) describes a language-model audit."""
-    data = config.get("data") if isinstance(config, dict) else None
-    return isinstance(data, dict) and data.get("task") == "reasoning"

@@ -5,13 +5,23 @@ import json
 import pytest
 import torch
 
-from kdlens.audit.common import AuditData
-from kdlens.audit.reasons import attribution_stage, robustness_stage
+from kdlens.audit.classifier import attribution as attribution_stages
+from kdlens.audit.classifier import robustness as robustness_stages
 from kdlens.io import read_json
 from kdlens.lab import vision
 from kdlens.probes.consistency import VERDICTS
+from kdlens.stages import run_stage
+from kdlens.tasks.files import EvalSplit
 from kdlens.tasks.shapes import make_split, other_cues, with_cues
 from tests.lab.test_vision import tiny
+
+
+def attribution_stage(run_dir, *args, **kwargs):  # the stage run on its own in run_dir, its summary returned
+    return run_stage(run_dir, attribution_stages.attribution_stage(*args, **kwargs))
+
+
+def robustness_stage(run_dir, *args, **kwargs):
+    return run_stage(run_dir, robustness_stages.robustness_stage(*args, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +30,7 @@ def setup(tmp_path_factory):
     lab = vision.build(root, tiny(students=["labels_only", "output_kd"]), progress=False, baseline_teacher=True)
     test = make_split(lab.config.shapes, "test", 96)
     edited = other_cues(test, seed=1)
-    data = AuditData(test.images, test.labels, test.masks, test.difficulty, with_cues(test, edited).images, edited)
+    data = EvalSplit(test.images, test.labels, test.masks, test.difficulty, with_cues(test, edited).images, edited)
     students = {name: lab.student(name) for name in lab.student_dirs}
     baselines = {"teacher_reseeded": lab.baseline_teacher(), "untrained_student": lab.untrained_student()}
     layers = dict.fromkeys(["teacher", *students, *baselines], "block3")
@@ -41,12 +51,12 @@ def test_attribution_stage_writes_figures_tables_and_maps(setup, tmp_path):
         for key in ("stability", "stability_adversarial"):
             assert -1 <= figures["models"][model][key]["mean"] <= 1, (model, key)
     assert len(entry["verdicts"]["by_difficulty"]) == 4
-    rows = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 96 * (len(students) + len(baselines))
     assert {row["verdict"] for row in rows} <= set(VERDICTS)
     from kdlens.io import load_tensors
 
-    maps = load_tensors(folder / "maps.safetensors")
+    maps = load_tensors(folder / "arrays.safetensors")
     assert maps["maps.teacher"].shape == (8, 4, 4)  # block3 of a 16 x 16 input
     assert summary["output_kd"]["spearman"] == entry["spearman"]["mean"]
     # the accuracy in the figures is the model's own
@@ -58,9 +68,8 @@ def test_attribution_stage_writes_figures_tables_and_maps(setup, tmp_path):
 def test_stages_are_cached_and_recomputed_when_inputs_change(setup, tmp_path, monkeypatch):
     lab, data, students, baselines, layers = setup
     first = attribution_stage(tmp_path, lab.teacher(), students, data, layers, baselines)
-    import kdlens.audit.reasons as reasons
-
-    monkeypatch.setattr(reasons, "_maps", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(attribution_stages, "attribution_consistency",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert attribution_stage(tmp_path, lab.teacher(), students, data, layers, baselines) == first
     with pytest.raises(AssertionError, match="recomputed"):
         attribution_stage(tmp_path, lab.teacher(), students, data, layers, baselines, top_k=0.3)
@@ -87,7 +96,7 @@ def test_a_missing_layer_is_named(setup, tmp_path):
 
 def test_data_without_masks_or_counterfactuals_still_gives_comparisons_and_verdicts(setup, tmp_path):
     lab, data, students, baselines, layers = setup
-    plain = AuditData(data.inputs, data.labels)
+    plain = EvalSplit(data.inputs, data.labels)
     attribution_stage(tmp_path, lab.teacher(), students, plain, layers, baselines)
     figures = read_json(tmp_path / "stages" / "attribution" / "figures.json")
     assert set(figures["thresholds"]) == {"agreement_threshold", "quantile"}

@@ -1,5 +1,5 @@
-"""``results.json`` of a language-model audit: the headline numbers read off the stages' files, the breakdown by
-number of steps, the sample traces the report shows, and the scorecard.
+"""A language-model audit's headline for ``results.json``: the numbers read off the stages' files, the breakdown by
+number of steps, and the sample traces the report shows.
 
 The same top-level layout as a classifier audit's (``schema_version``, ``data``, ``teacher``, ``students``,
 ``scorecard``, ...; ``data.task`` is ``"reasoning"``); every student carries every key of ``LM_STUDENT_KEYS``, null
@@ -8,31 +8,18 @@ where a probe did not run. Documented in ``docs/results.md``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from kdlens import io
-from kdlens.audit.common import TEACHER, mean_ci, read_rows
-from kdlens.audit.config import SelectionRule
-from kdlens.audit.results import write_results
-from kdlens.audit.scorecard import scorecard
+from kdlens.audit.common import TEACHER, mean_ci
+from kdlens.audit.kind import Headline
+from kdlens.rundir import RunDir
 
 LM_STUDENT_KEYS = ("accuracy", "agreement", "trace_accuracy", "step_agreement", "bleu", "right_for_wrong_reasons",
                    "p_answer_given_correct_trace", "p_answer_given_incorrect_trace", "independence_p_value",
                    "ece", "overconfidence", "cka_mean_best")
 LM_TEACHER_KEYS = ("accuracy", "trace_accuracy", "right_for_wrong_reasons", "p_answer_given_correct_trace",
                    "p_answer_given_incorrect_trace", "independence_p_value", "ece", "overconfidence")
-SAMPLE_KINDS = {
-    "right_answer_wrong_trace": "right answer, wrong trace",
-    "right_trace_wrong_answer": "right trace, wrong answer",
-    "disagrees_with_teacher": "answer differs from the teacher's",
-}
-
-
-def _read(run_dir: Path, stage: str) -> dict | None:
-    path = run_dir / "stages" / stage / "figures.json"
-    return io.read_json(path) if path.is_file() else None
+SAMPLE_KINDS = ("right_answer_wrong_trace", "right_trace_wrong_answer", "disagrees_with_teacher")
 
 
 def right_for_wrong_reasons(table: dict) -> float | None:
@@ -126,33 +113,17 @@ def pick_samples(rows: list[dict], models: list[str], per_kind: int) -> dict:
     return out
 
 
-def build_lm_results(run_dir: str | Path, students: list[str], data: dict, rule: SelectionRule,
-                     extra: dict | None = None, samples: int = 3) -> dict:
-    """Assemble ``results.json`` from the stage files under ``run_dir`` and write it atomically.
-
-    Parameters
-    ----------
-    run_dir : the run directory (its ``traces`` stage done)
-    students : student names, in the config's order
-    data : ``{"task": "reasoning", "primary": split, "tasks": [...], "splits": {split: n}, ...}``
-    rule : the selection rule of the scorecard
-    extra : more top-level keys (``models``, ``probes``)
-    samples : sample traces per kind and model
-
-    Returns
-    -------
-    dict: what was written.
-    """
-    run_dir = Path(run_dir)
-    traces, calibration = _read(run_dir, "traces"), _read(run_dir, "calibration")
-    representations = _read(run_dir, "representations")
-    rows = read_rows(run_dir, "traces")
+def headline(run: RunDir, data: dict, students: list[str], sections: dict, samples: int = 3) -> Headline:
+    """The headline of a language-model audit from its run directory (its ``traces`` stage done): ``data`` as given,
+    the teacher's and every student's metrics, and the sections (``thresholds``, ``breakdowns`` by number of steps,
+    the ``samples`` traces per kind and model the report shows, then ``sections``'s ``models`` and ``probes``)."""
+    traces, calibration = run.stage("traces").figures(), run.stage("calibration").figures()
+    representations = run.stage("representations").figures()
+    rows = run.stage("traces").rows()
     metrics = {name: _headline(traces, calibration, representations, rows, name) for name in [TEACHER, *students]}
     teacher = {k: metrics[TEACHER][k] for k in LM_TEACHER_KEYS}
     teacher.update(contingency=metrics[TEACHER]["contingency"], by_task=metrics[TEACHER]["by_task"],
                    intervals=metrics[TEACHER]["intervals"])
-    card = scorecard(teacher, {n: metrics[n] for n in students}, rule, language_model=True)
-    return write_results(run_dir, data, teacher, metrics, students, [], card, {
-        "thresholds": None,
-        "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students])},
-        "samples": pick_samples(rows, [TEACHER, *students], samples), **(extra or {})})
+    return Headline(data, teacher, metrics, {
+        "thresholds": None, "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students])},
+        "samples": pick_samples(rows, [TEACHER, *students], samples), **sections})

@@ -1,0 +1,1 @@
+"""The classifier audit kind: its config, stages and headline."""

@@ -1,0 +1,114 @@
+"""The language-model audit: a teacher against its students on reasoning questions whose every step a checker
+verifies (``data: {task: reasoning}``).
+
+:meth:`LanguageModelKind.prepare` loads the models (local folders or the lab; files and lab names checked first)
+and draws the questions; the stages then run in order (each model's generations under the ``traces`` line, then
+traces, calibration, representations), each cached in the run directory.
+"""
+
+from __future__ import annotations
+
+from kdlens.audit.common import TEACHER
+from kdlens.audit.kind import Headline, Prepared
+from kdlens.audit.lm.config import LMAuditConfig, check_model_name
+from kdlens.audit.lm.data import load_questions, prompted
+from kdlens.audit.lm.headline import headline
+from kdlens.audit.lm.stages import calibration_stage, generation_stage, representations_stage, traces_stage
+from kdlens.audit.scorecard import Wording
+from kdlens.rundir import RunDir
+from kdlens.stages import StageRunner
+from kdlens.subjects.lm import LanguageModel
+from kdlens.subjects.sources import load_models, task_defaults
+
+
+def _lab_tasks(config: LMAuditConfig) -> LMAuditConfig:
+    """With a lab teacher, the tasks are drawn as the lab drew them unless the config says how."""
+    defaults = task_defaults(config.teacher, "lm")
+    update = {task: value for task, value in defaults.items() if task not in config.data.model_fields_set}
+    if not update:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update=update)})
+
+
+def _models(config: LMAuditConfig, teacher, students, progress: bool) -> dict[str, LanguageModel]:
+    if teacher is None and config.teacher is None:
+        raise ValueError("Expected a teacher, but got none. Give `teacher:` in the config or teacher=... to run().")
+    if students is None and not config.students:
+        raise ValueError("Expected at least one student, but got none. Give `students:` in the config "
+                         "(name: source) or students={...} to run().")
+    given = {**({TEACHER: teacher} if teacher is not None else {}), **(students or {})}
+    for name, model in given.items():
+        if not isinstance(model, LanguageModel):
+            raise TypeError(f"Expected model {name!r} to be a kdlens.subjects.LanguageModel, but got "
+                            f"{type(model).__name__}. Wrap it: LanguageModel(model, tokenizer, name).")
+    for name in students or {}:
+        check_model_name(name)
+    if TEACHER in (students or {}):
+        raise ValueError(f"Expected student names other than {TEACHER!r}. Rename the student.")
+    sources = {**({TEACHER: config.teacher} if teacher is None else {}),
+               **(config.students if students is None else {})}
+    loaded = load_models(sources, "lm", config.device, progress)
+    names = [TEACHER, *(students if students is not None else config.students)]
+    return {name: given[name] if name in given else loaded[name] for name in names}
+
+
+class LanguageModelKind:
+    """Hugging Face causal language models that answer in checkable steps (the chains and babi tasks)."""
+
+    name = "lm"
+    config_type = LMAuditConfig
+    tasks = ("reasoning",)
+    lines = ("traces", "calibration", "representations")
+
+    def prepare(self, config: LMAuditConfig, teacher, students, baselines, progress: bool) -> Prepared:
+        if baselines:
+            raise ValueError("Expected no baselines in a language-model audit (not supported yet), but got "
+                             f"{sorted(baselines)}. Pass them as students to see them beside the others.")
+        config = _lab_tasks(config)
+        bare = load_questions(config.data)
+        models = _models(config, teacher, students, progress)
+        for model in models.values():
+            model.model.eval()
+        return Prepared(config, models, [n for n in models if n != TEACHER],
+                        extra={"bare": bare, "questions": prompted(config.data, bare)})
+
+    def run_stages(self, audit: Prepared, runner: StageRunner) -> None:
+        config, models, questions = audit.config, audit.models, audit.extra["questions"]
+        probes, run = config.probes, runner.run_dir
+        stop = probes.traces.stop or ("\n" if config.data.few_shot else None)
+        settings = {"max_new_tokens": probes.traces.max_new_tokens, "batch_size": probes.traces.batch_size,
+                    "decoding": "greedy", **({"stop": stop} if stop is not None else {})}
+        shown = [q.prompt for q in audit.extra["bare"]] if config.data.prompt_template != "{question}" else None
+        with runner.line("traces"):
+            for name, model in models.items():
+                runner.run(generation_stage(name, model, questions, settings), line="traces")
+            runner.run(traces_stage(run, models, questions, settings, shown), line="traces")
+        if probes.calibration.enabled:
+            runner.run(calibration_stage(run, models, questions, probes.calibration.n_bins,
+                                         probes.calibration.batch_size))
+        else:
+            runner.skip("calibration")
+        if probes.representations.enabled:
+            runner.run(representations_stage(run, models, questions, probes.representations.n,
+                                             probes.representations.batch_size))
+        else:
+            runner.skip("representations")
+
+    def headline(self, audit: Prepared, run: RunDir) -> Headline:
+        config = audit.config
+        data = {"task": "reasoning", "primary": config.data.split, "shifted": None,
+                "tasks": [t for t in ("chains", "babi") if getattr(config.data, t) is not None],
+                "splits": {config.data.split: len(audit.extra["questions"])}, "has_masks": False,
+                "has_counterfactuals": False, "classes": None, "prompt_template": config.data.prompt_template,
+                "few_shot": config.data.few_shot}
+        models = {name: {"parameters": sum(p.numel() for p in m.model.parameters()),
+                         "role": "teacher" if name == TEACHER else "student"} for name, m in audit.models.items()}
+        return headline(run, data, audit.students, {"models": models, "probes": config.probes.model_dump(mode="json")},
+                        samples=config.samples)
+
+    def wording(self, audit: Prepared) -> Wording:
+        return Wording(wrong_reasons="its trace is wrong (a wrong step or sentence)", unit="questions",
+                       followed="answers, steps", pareto_axes=("accuracy", "step_agreement"))
+
+
+LANGUAGE_MODEL = LanguageModelKind()

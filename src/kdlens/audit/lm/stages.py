@@ -1,0 +1,167 @@
+"""The language-model audit's stages, under ``<run_dir>/stages/``:
+
+- ``generate-<model>``: each model's greedy trace for every question (``rows.jsonl``, one ``{"index", "text"}`` per
+  question), one stage per model, so a killed run or an added student generates only what is missing. Sharded
+  (``map`` over chunks of ``GENERATION_CHUNK`` batches): a kill loses at most the chunk being generated;
+- ``traces``: the traces checked step by step by the task's checker: ``figures.json`` holds
+  :func:`kdlens.probes.traces.trace_figures` per model (accuracy, trace accuracy, the trace x answer table with
+  P(CA | CT), P(CA | IT) and the independence test, agreement, step agreement and BLEU against the teacher, all per
+  task and per number of steps); ``rows.jsonl`` one row per (model, question) with each sentence marked. Not
+  sharded: checking is cheap next to generating, which is;
+- ``calibration``: the probability each model gives to the answer it wrote, its ECE and reliability curve
+  (:func:`kdlens.probes.traces.calibration_summary`). Not sharded: one scoring pass per model, each a few seconds;
+- ``representations``: linear CKA between the teacher's and each student's layers, hidden states averaged per word
+  on each question followed by the teacher's trace (tokenizers may differ). Not sharded: per-word pooling needs the
+  whole text of both models at once (:func:`kdlens.probes.lm_representations.layer_cka`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdlens import io
+from kdlens.audit.common import TEACHER
+from kdlens.probes import traces as T
+from kdlens.probes.lm_representations import layer_cka
+from kdlens.rundir import RunDir, StageDir, StageOutput
+from kdlens.stages import Stage
+from kdlens.subjects.lm import LanguageModel
+
+GENERATION_CHUNK = 4  # batches of traces saved at a time: a killed generation resumes after the last chunk
+POOL_NOTE = ("Hidden states are averaged over each word's tokens (through character offsets), so models with "
+             "different tokenizers give one row per word; the text is each question followed by the teacher's trace.")
+
+
+def digest(model: LanguageModel) -> str:
+    """The digest of a language model's weights."""
+    return io.tensors_digest(model.model.state_dict())
+
+
+def questions_digest(questions: list) -> str:
+    return io.stable_hash([[q.prompt, q.answer] for q in questions])
+
+
+def generation_stage(name: str, model: LanguageModel, questions: list, settings: dict) -> Stage:
+    """Model ``name``'s greedy trace for every question (``settings``: ``max_new_tokens``, ``batch_size``, optional
+    ``stop``), generated ``GENERATION_CHUNK`` batches at a time, each chunk saved as it is done."""
+    inputs = {"model": digest(model), "questions": questions_digest(questions), "settings": settings}
+    step = settings["batch_size"] * GENERATION_CHUNK
+    starts = list(range(0, len(questions), step))
+
+    def map_chunk(start: int, stage_dir: StageDir) -> dict:
+        stage_dir.say(f"{name}: {start}/{len(questions)} traces")
+        return {"texts": T.generate_traces(model, questions[start:start + step],
+                                           max_new_tokens=settings["max_new_tokens"],
+                                           batch_size=settings["batch_size"], stop=settings.get("stop"))}
+
+    def reduce(states: list[dict], _) -> StageOutput:
+        texts = [text for state in states for text in state["texts"]]
+        return StageOutput(rows=[{"index": i, "text": text} for i, text in enumerate(texts)],
+                           summary={"n": len(texts)})
+
+    return Stage(f"generate-{name}", inputs, shards=starts, map=map_chunk, reduce=reduce)
+
+
+def generated(run: RunDir, name: str) -> list[str]:
+    """Model ``name``'s traces, from its finished generation stage."""
+    return [row["text"] for row in run.stage(f"generate-{name}").rows()]
+
+
+def traces_stage(run: RunDir, models: dict[str, LanguageModel], questions: list, settings: dict,
+                 shown: list[str] | None = None) -> Stage:
+    """Every model's traces (from its generation stage), checked, with fidelity to the teacher's (see the module
+    docstring); ``shown`` (one per question) is the question each row shows, when a prompt template wraps it.
+
+    Returns
+    -------
+    Stage ``traces``; its summary: per model ``accuracy`` and ``trace_accuracy`` (students also ``step_agreement``).
+    """
+    inputs = {"stage": "traces", "models": {n: digest(m) for n, m in models.items()},
+              "questions": questions_digest(questions), "settings": settings}
+
+    def compute(_) -> StageOutput:
+        texts = {name: generated(run, name) for name in models}
+        figures = {"n": len(questions), "settings": settings, "models": {}}
+        marked = {name: T.per_example(questions, texts[name]) for name in models}  # each sentence right or wrong
+        rows = []
+        for name in models:
+            reference = None if name == TEACHER else texts[TEACHER]
+            figures["models"][name] = T.trace_figures(questions, texts[name], teacher_texts=reference)
+            steps = None if reference is None else T.per_question_step_agreement(questions, texts[name], reference)
+            for i, row in enumerate(marked[name]):
+                if shown is not None:
+                    row["question"] = shown[i]
+                if reference is not None:
+                    row["agree"] = row["answer"] is not None and row["answer"] == marked[TEACHER][i]["answer"]
+                    row["step_agreement"] = float(steps[i])
+                rows.append({"model": name, **row})
+        summary = {name: {k: v for k, v in entry["overall"].items() if k in ("accuracy", "trace_accuracy",
+                                                                              "step_agreement")}
+                   for name, entry in figures["models"].items()}
+        return StageOutput(figures=figures, rows=rows, summary=summary)
+
+    return Stage("traces", inputs, compute=compute)
+
+
+def traced_texts(run: RunDir) -> dict[str, list[str]]:
+    """Each model's traces as the ``traces`` stage saw them (model -> one text per question)."""
+    out: dict[str, list[str]] = {}
+    for row in run.stage("traces").rows():
+        out.setdefault(row["model"], []).append(row["text"])
+    return out
+
+
+def calibration_stage(run: RunDir, models: dict[str, LanguageModel], questions: list, n_bins: int = 10,
+                      batch_size: int = 16) -> Stage:
+    """The probability each model gives to the answer it wrote (given the question and its trace), its ECE and
+    reliability curve, from the ``traces`` stage's texts.
+
+    Returns
+    -------
+    Stage ``calibration``; its summary: per model ``ece`` (None when no trace had an answer to score).
+    """
+    texts = traced_texts(run)
+    inputs = {"stage": "calibration", "models": {n: digest(m) for n, m in models.items()},
+              "texts": io.stable_hash(texts), "n_bins": n_bins}
+
+    def compute(_) -> StageOutput:
+        figures: dict = {"n_bins": n_bins, "models": {}}
+        rows = []
+        for name, model in models.items():
+            confidence = T.answer_confidence(model, questions, texts[name], batch_size=batch_size)
+            correct = torch.tensor([c.answer_correct for c in T.check_traces(questions, texts[name])])
+            figures["models"][name] = T.calibration_summary(confidence, correct, n_bins)
+            rows += [{"model": name, "index": i, "confidence": v, "correct": bool(correct[i])}
+                     for i, v in enumerate(confidence.tolist())]
+        return StageOutput(figures=figures, rows=rows,
+                           summary={name: {"ece": entry["ece"]} for name, entry in figures["models"].items()})
+
+    return Stage("calibration", inputs, compute=compute)
+
+
+def representations_stage(run: RunDir, models: dict[str, LanguageModel], questions: list, n: int | None = None,
+                          batch_size: int = 16) -> Stage:
+    """Layer-by-layer linear CKA, teacher x each student, on the first ``n`` questions followed by the teacher's
+    traces (hidden states pooled per word).
+
+    Returns
+    -------
+    Stage ``representations``; its summary: per student ``cka_mean_best``.
+    """
+    teacher_texts = traced_texts(run)[TEACHER]
+    keep = slice(0, n)
+    texts = [q.prompt + t for q, t in zip(questions[keep], teacher_texts[keep], strict=True)]
+    inputs = {"stage": "representations", "models": {k: digest(m) for k, m in models.items()},
+              "texts": io.stable_hash(texts)}
+
+    def compute(_) -> StageOutput:
+        figures: dict = {"kernel": "linear", "debiased": False, "pool_note": POOL_NOTE, "n": len(texts),
+                         "students": {}}
+        for name, model in models.items():
+            if name != TEACHER:
+                figures["students"][name] = layer_cka(models[TEACHER], model, texts, batch_size=batch_size)
+        figures["teacher_layers"] = next(iter(figures["students"].values()))["teacher_layers"]
+        return StageOutput(figures=figures, summary={name: {"cka_mean_best": e["cka_mean_best"]}
+                                                     for name, e in figures["students"].items()})
+
+    return Stage("representations", inputs, compute=compute)

@@ -1,0 +1,194 @@
+"""The run directory: the only code that knows where a run keeps its files.
+
+```
+<run>/
+  config.yaml        the resolved config
+  manifest.json      layout version, versions, and per stage: its inputs' hash, done or not, a small summary
+  models/<name>/     models the run built (safetensors + config.json)
+  stages/<stage>/    figures.json, rows.jsonl, arrays.safetensors, and whatever a stage keeps while it works
+                     (checkpoints, partial generations, parts/ of a sharded stage)
+  results.json       what the report needs (written once, by the audit's results writer)
+  report.html, summary.md
+```
+
+Every write is atomic (a temporary file, fsync, ``os.replace``): a kill at any instant leaves each file whole, old
+or new. A run directory of an older layout is refused with the version that wrote it and how to re-run it. No torch
+at import: the report reads run directories without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdlens import io
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+LAYOUT = 2  # 1: stages' files were figures.json, examples.jsonl, maps.safetensors (kdlens 0.1 before the frame)
+MANIFEST = "manifest.json"
+
+
+class LayoutError(ValueError):
+    """A run directory written by a kdlens whose layout this one does not read."""
+
+
+@dataclass
+class StageOutput:
+    """What a stage computed, for :meth:`StageDir.write`.
+
+    figures : JSON-ready dict of the stage's figures (``figures.json``)
+    rows : one JSON-ready dict per example (``rows.jsonl``); NaN floats are written as null
+    arrays : name -> tensor (``arrays.safetensors``), e.g. attribution maps
+    summary : the few numbers recorded in ``manifest.json`` (what the stage display and the labs show)
+    """
+
+    figures: dict | None = None
+    rows: list[dict] | None = None
+    arrays: dict[str, torch.Tensor] | None = None
+    summary: dict = field(default_factory=dict)
+
+
+class StageDir:
+    """One stage's folder: its readers, its one writer, and a line to say how far it has come."""
+
+    def __init__(self, path: Path, name: str, say: Callable[[str], None] | None = None) -> None:
+        self.path, self.name = path, name
+        self._say = say
+
+    def file(self, name: str) -> Path:
+        """A file of the stage's own (checkpoints, partial results), in its folder."""
+        return self.path / name
+
+    @property
+    def done(self) -> bool:
+        """Whether the stage has written its output (figures, rows or arrays)."""
+        return any((self.path / f).is_file() for f in ("figures.json", "rows.jsonl", "arrays.safetensors"))
+
+    def figures(self) -> dict | None:
+        """``figures.json``, or None when the stage did not write one."""
+        path = self.path / "figures.json"
+        return io.read_json(path) if path.is_file() else None
+
+    def rows(self) -> list[dict]:
+        """``rows.jsonl``, one dict per row (empty when the stage wrote none)."""
+        path = self.path / "rows.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        """``arrays.safetensors`` as tensors (empty when the stage wrote none)."""
+        path = self.path / "arrays.safetensors"
+        return io.load_tensors(path) if path.is_file() else {}
+
+    def numpy_arrays(self) -> dict[str, np.ndarray]:
+        """``arrays.safetensors`` as numpy arrays, without importing torch (the report's reader)."""
+        from safetensors.numpy import load_file
+
+        path = self.path / "arrays.safetensors"
+        return load_file(str(path)) if path.is_file() else {}
+
+    def write(self, output: StageOutput) -> None:
+        """Write the stage's files atomically: arrays, then rows, then figures."""
+        if output.arrays:
+            io.save_tensors(self.path / "arrays.safetensors", output.arrays)
+        if output.rows is not None:
+            lines = (json.dumps({k: _finite(v) for k, v in row.items()}) for row in output.rows)
+            io.atomic_write_text(self.path / "rows.jsonl", "".join(f"{line}\n" for line in lines))
+        if output.figures is not None:
+            io.atomic_write_json(self.path / "figures.json", output.figures)
+
+    def say(self, text: str) -> None:
+        """Show ``text`` on the stage's progress line (e.g. "seq_kd: 256/600 traces")."""
+        if self._say is not None:
+            self._say(text)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class RunDir:
+    """A run directory (see the module docstring).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run = RunDir(tempfile.mkdtemp())
+    >>> run.stage("outputs").write(StageOutput(figures={"accuracy": 0.9}, rows=[{"correct": True}]))
+    >>> run.stage("outputs").figures(), run.stage("outputs").rows()
+    ({'accuracy': 0.9}, [{'correct': True}])
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # --- the manifest -----------------------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        """``manifest.json`` (a fresh one when there is none); an older layout raises :class:`LayoutError`."""
+        path = self.path / MANIFEST
+        if not path.is_file():
+            import kdlens
+
+            return {"layout": LAYOUT, "versions": {"kdlens": kdlens.__version__, "torch": version("torch")},
+                    "stages": {}}
+        manifest = io.read_json(path)
+        if manifest.get("layout") != LAYOUT:
+            raise self.layout_error(manifest.get("versions", {}).get("kdlens", "an older kdlens"),
+                                    manifest.get("layout", 1))
+        return manifest
+
+    def save_manifest(self, manifest: dict) -> None:
+        io.atomic_write_json(self.path / MANIFEST, manifest)
+
+    def layout_error(self, version: str, layout: int) -> LayoutError:
+        return LayoutError(f"Expected `{self.path}` to be a run directory of layout {LAYOUT}, but got layout "
+                           f"{layout} (written by kdlens {version}). Run it again into a new folder, or remove it "
+                           f"first (rm -rf {self.path}) and run the same command: every stage is recomputed.")
+
+    # --- files ------------------------------------------------------------------------------------------------
+    def stage(self, name: str, say: Callable[[str], None] | None = None) -> StageDir:
+        return StageDir(self.path / "stages" / name, name, say)
+
+    def model_dir(self, name: str) -> Path:
+        """Where the run keeps model ``name`` it built (``save_pretrained`` / ``save_classifier`` layout)."""
+        return self.path / "models" / name
+
+    def publish_model(self, name: str, folder: str | Path) -> Path:
+        """Move a model a stage saved in its own folder to ``models/<name>`` (one rename; a model already there,
+        from an interrupted earlier publish, is replaced)."""
+        target = self.model_dir(name)
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Path(folder).replace(target)
+        return target
+
+    def write_config(self, text: str) -> None:
+        io.atomic_write_text(self.path / "config.yaml", text)
+
+    def results(self) -> dict | None:
+        """``results.json``, or None when the run has not written it."""
+        path = self.path / "results.json"
+        return io.read_json(path) if path.is_file() else None
+
+    def write_results(self, results: dict) -> None:
+        io.atomic_write_json(self.path / "results.json", results, sort_keys=False)
+
+    def write_report(self, name: str, text: str) -> Path:
+        """A page of the report (``report.html``, ``summary.md``) beside the results."""
+        return io.atomic_write_text(self.path / name, text)
