@@ -90,8 +90,10 @@ class StageRunner:
     (9, 'cached')
     """
 
-    def __init__(self, run_dir: RunDir, lines: Sequence[str] = (), progress: bool = True) -> None:
-        self.run_dir, self.lines, self.progress = run_dir, list(lines), progress
+    def __init__(self, run_dir: RunDir, lines: Sequence[str] = (), progress: bool = True,
+                 on_say: Callable[[str], None] | None = None) -> None:
+        """``lines``: the progress lines, in order; ``on_say`` also hears what running stages say (a log)."""
+        self.run_dir, self.lines, self.progress, self.on_say = run_dir, list(lines), progress, on_say
         self.manifest = run_dir.manifest()
         self.status: dict[str, str] = {}
         self._display = None
@@ -182,10 +184,14 @@ class StageRunner:
         record = self.manifest["stages"][stage.name]
         return {k: v for k, v in record.items() if k not in ("inputs", "done")}, cached
 
-    def _sayer(self, line: str | None) -> Callable[[str], None] | None:
-        if line is None or self._display is None:
-            return None
-        return lambda text: self._display.say(line, text)
+    def _sayer(self, line: str | None) -> Callable[[str], None]:
+        def say(text: str) -> None:
+            if line is not None and self._display is not None:
+                self._display.say(line, text)
+            if self.on_say is not None:
+                self.on_say(text)
+
+        return say
 
 
 def run_stage(run_dir: str | Path | RunDir, stage: Stage, progress: bool = False) -> dict:

@@ -93,7 +93,7 @@ def test_headline_numbers_are_the_stage_figures(finished):
         assert student["right_for_wrong_reasons"] == pytest.approx(shares["right_for_wrong_reasons"] / right)
         assert student["cue_flip_rate"] == robustness[name]["student_flips"]["mean"]
         assert student["adversarial_agreement"] == robustness[name]["agree_on_student_attack"]["mean"]
-    rows = [json.loads(line) for line in (stages / "outputs" / "examples.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (stages / "outputs" / "rows.jsonl").read_text().splitlines()]
     mine = [r for r in rows if r["model"] == "output_kd" and r["split"] == "test"]
     assert results["students"]["output_kd"]["accuracy"] == pytest.approx(sum(r["correct"] for r in mine) / len(mine))
 

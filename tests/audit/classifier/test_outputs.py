@@ -115,7 +115,8 @@ def test_cka_of_the_teacher_with_itself(setup, tmp_path, monkeypatch):
     kd = figures["students"]["output_kd"]
     assert torch.tensor(kd["cka"]).shape == (4, 2) and 0 <= kd["cka_mean_best"] <= 1 + 1e-9
     assert set(kd["best_teacher_layer"].values()) <= set(LAYERS)
-    monkeypatch.setattr(representations_stages, "features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(representations_stages, "features",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = representations_stage(tmp_path, teacher, {"self": teacher, "output_kd": students["output_kd"]},
                                   splits["test"], LAYERS, student_layers)
     assert again["self"] == summary["self"]

@@ -11,6 +11,7 @@ from kdlens import audit
 from kdlens.audit.lm.headline import LM_STUDENT_KEYS
 from kdlens.io import read_json
 from kdlens.probes import traces as T
+from kdlens.rundir import RunDir
 from kdlens.subjects import LanguageModel
 from kdlens.tasks import babi, chains
 from tests.lab.test_lm import tiny
@@ -56,7 +57,7 @@ def test_the_headline_numbers_recompute_from_the_saved_traces(audited):
     run_dir, results = audited
     config = tiny()
     questions = chains.make_split(config.chains, "test", 10) + babi.make_split(config.babi, "test", 10)
-    texts = {n: read_json(run_dir / "stages" / "generations" / n / "texts.json")["texts"]
+    texts = {n: [row["text"] for row in RunDir(run_dir).stage(f"generate-{n}").rows()]
              for n in ["teacher", *STUDENTS]}
     teacher = [(chains if isinstance(q, chains.ChainExample) else babi).check_trace(q, t)
                for q, t in zip(questions, texts["teacher"], strict=True)]
@@ -266,15 +267,23 @@ def test_the_command_audits_a_language_model_config_and_writes_the_report(audite
 
 
 def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkeypatch):
-    from kdlens.audit import lm as audit_lm
+    from kdlens.audit.lm import stages as audit_lm
     from kdlens.io import read_json as read
+    from kdlens.rundir import RunDir
+    from kdlens.stages import StageRunner
 
     questions = chains.make_split(chains.ChainsConfig(max_steps=2), "test", 10)
     model = char_lm(texts=[q.prompt for q in questions] + [chains.write_trace(q) for q in questions])
     settings = {"max_new_tokens": 12, "batch_size": 2, "decoding": "greedy"}
     monkeypatch.setattr(audit_lm, "GENERATION_CHUNK", 2)  # 4 questions a chunk: chunks at 0, 4, 8
-    expected = audit_lm._texts(tmp_path / "whole", "m", model, questions, settings)
 
+    def texts(run_dir, say=None):
+        run = RunDir(run_dir)
+        with StageRunner(run, progress=False, on_say=say) as runner:
+            runner.run(audit_lm.generation_stage("m", model, questions, settings))
+        return audit_lm.generated(run, "m")
+
+    expected = texts(tmp_path / "whole")
     starts, original = [], T.generate_traces
 
     def killed_at_the_second_chunk(model, chunk, **kwargs):
@@ -285,14 +294,12 @@ def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkey
 
     monkeypatch.setattr(T, "generate_traces", killed_at_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        audit_lm._texts(tmp_path / "run", "m", model, questions, settings)
-    partial = tmp_path / "run" / "stages" / "generations" / "m" / "partial.jsonl"
-    with open(partial, "a") as f:
-        f.write('{"start": 4, "texts": ["torn')  # a kill in the middle of the next write
+        texts(tmp_path / "run")
+    parts = tmp_path / "run" / "stages" / "generate-m" / "parts"
+    (parts / ".00001.json.x1y2.tmp").write_text('{"texts": ["torn')  # a kill in the middle of the next write
     said = []
-    texts = audit_lm._texts(tmp_path / "run", "m", model, questions, settings, say=said.append)
-    assert starts == [0, 4, 4, 8] and texts == expected
-    assert said == ["m: 4/10 traces", "m: 8/10 traces"] and not partial.exists()
+    assert texts(tmp_path / "run", say=said.append) == expected and starts == [0, 4, 4, 8]
+    assert said == ["m: 4/10 traces", "m: 8/10 traces"] and not parts.exists()
     assert read(tmp_path / "run" / "manifest.json")["stages"]["generate-m"]["done"]
 
 
@@ -323,7 +330,7 @@ def test_few_shot_audits_cut_each_trace_at_a_newline(recipe, tmp_path, monkeypat
     config["data"] |= {"n": 2, "few_shot": 1, "prompt_template": "{examples}{question}"}
     results = audit.run(config, progress=False)
     assert set(seen) == {"\n"} and results["students"]["seq_kd"]["accuracy"] is not None
-    rows = [json.loads(line) for line in (tmp_path / "run" / "stages" / "traces" / "examples.jsonl").open()]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "stages" / "traces" / "rows.jsonl").open()]
     bare = [q.prompt for q in chains.make_split(tiny().chains, "test", 2)]
     assert [r["question"] for r in rows[:2]] == bare and rows[0]["prompt"].endswith(bare[0])
     assert rows[0]["prompt"] != bare[0]  # the model saw the solved example first

@@ -102,7 +102,7 @@ def representations_stage(teacher: nn.Module, students: dict[str, nn.Module], da
         figures: dict = {"kernel": "linear", "debiased": False, "pool_note": POOL_NOTE, "n": len(data.inputs),
                          "teacher_layers": list(teacher_layers), "students": {}}
         for name in students:
-            cka = M.merge_states(new_metric(name), states, f"{name}.").compute()  # (teacher layers, student layers) float64
+            cka = M.merge_states(new_metric(name), states, f"{name}.").compute()  # (teacher, student layers) float64
             best, where = cka.max(dim=0)  # over teacher layers, (student layers,)
             figures["students"][name] = {
                 "student_layers": list(student_layers[name]), "cka": cka.tolist(),
