@@ -31,7 +31,7 @@ from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, named_recipe
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.lm import TokenKD, train_lm
-from kdlens.distill.trainer import RUN_SETTINGS
+from kdlens.distill.loop import RUN_SETTINGS
 from kdlens.stages import Stages
 from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer
 from kdlens.subjects.lm import load_tokenizer
