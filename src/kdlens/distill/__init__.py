@@ -1,5 +1,5 @@
-"""Distillation: losses (pure functions of logits and features), strategies (weighted losses + layer maps), the
-trainer, and runs described by one YAML file.
+"""Distillation: losses (pure functions of logits and features), strategies (weighted losses + layer maps), one
+training loop (``loop.py``) behind the classifier and language-model trainers, and runs described by one YAML file.
 
 >>> from kdlens.distill import StrategyConfig, TrainConfig, train, losses
 """

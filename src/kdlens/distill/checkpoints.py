@@ -1,9 +1,9 @@
 """Training checkpoints that survive a kill at any instant.
 
-A checkpoint is a folder ``checkpoints/step-<N>/`` holding the student, the strategy's trainable parts and the
-optimiser as safetensors, plus ``state.json`` (loop position, RNG state, history). ``checkpoints/latest.json`` is
-rewritten atomically only after the folder is complete, so it always names a whole checkpoint; older folders are
-removed after the pointer moves.
+A checkpoint is a folder ``checkpoints/step-<N>/`` holding each trained module as ``<name>.safetensors`` (the
+student, a strategy's trainable parts) and the optimiser as safetensors, plus ``state.json`` (loop position, RNG
+state, history). ``checkpoints/latest.json`` is rewritten atomically only after the folder is complete, so it always
+names a whole checkpoint; older folders are removed after the pointer moves. ``loop.py`` writes and reads them.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def save(directory: Path, step: int, student: torch.nn.Module, strategy: torch.nn.Module,
-         optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-    """Write checkpoint ``step`` under ``directory`` and point ``latest.json`` at it."""
+def save(directory: Path, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+         state: dict[str, Any]) -> Path:
+    """Write checkpoint ``step`` under ``directory`` (``modules`` by name) and point ``latest.json`` at it."""
     folder = directory / f"step-{step:08d}"
     if folder.exists():
         shutil.rmtree(folder)
-    io.save_tensors(folder / "student.safetensors", student.state_dict())
-    io.save_tensors(folder / "strategy.safetensors", strategy.state_dict())
+    for name, module in modules.items():
+        io.save_tensors(folder / f"{name}.safetensors", module.state_dict())
     opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
     io.save_tensors(folder / "optimizer.safetensors", opt_tensors)
     io.save_tensors(folder / "rng.safetensors", {"torch": torch.get_rng_state()})
@@ -67,12 +67,11 @@ def latest(directory: Path) -> Path | None:
     return folder if (folder / "state.json").is_file() else None
 
 
-def restore(folder: Path, student: torch.nn.Module, strategy: torch.nn.Module,
-            optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def restore(folder: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Load a checkpoint into the given objects (built the same way) and return its loop state."""
-    device = next(student.parameters()).device
-    student.load_state_dict(io.load_tensors(folder / "student.safetensors", device))
-    strategy.load_state_dict(io.load_tensors(folder / "strategy.safetensors", device))
+    device = next(p for module in modules.values() for p in module.parameters()).device
+    for name, module in modules.items():
+        module.load_state_dict(io.load_tensors(folder / f"{name}.safetensors", device))
     state = io.read_json(folder / "state.json")
     optimizer.load_state_dict(_unflatten_optimizer(io.load_tensors(folder / "optimizer.safetensors", device),
                                                    state.pop("optimizer")))

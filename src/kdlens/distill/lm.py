@@ -22,12 +22,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from kdlens import io
 from kdlens.config import StrictModel
-from kdlens.distill import checkpoints
+from kdlens.distill import loop
 from kdlens.distill.config import TrainConfig
+from kdlens.distill.loop import RUN_SETTINGS, Position, Step
 from kdlens.distill.losses import generalized_jsd_loss, kd_loss, reverse_kl_loss
-from kdlens.distill.trainer import RUN_SETTINGS, _optimizer, optimizer_step
 from kdlens.subjects.lm import LanguageModel, check_same_vocabulary, quiet_transformers
 from kdlens.validation import fail
 
@@ -202,65 +201,37 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
     device = torch.device(config.device)
     data = encode(tokenizer, prompts, targets, max_length=max_length)
     n = len(prompts)
-    steps_per_epoch = -(-n // config.batch_size)
-    total = steps_per_epoch * config.epochs
     student.to(device).train()
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
-    optimizer = _optimizer(student.parameters(), config)
-    fingerprint = {"kd": kd.model_dump() if kd else None, "n": n, "group_by_length": group_by_length,
-                   "train": config.model_dump(mode="json", exclude=RUN_SETTINGS)}
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "fingerprint": fingerprint}
-    placeholder = nn.Module()  # the checkpoint format keeps a strategy's trainable parts: token KD has none
-    resumed = checkpoints.latest(run_dir / "checkpoints")
-    if resumed is not None:
-        saved = io.read_json(resumed / "state.json").get("fingerprint")
-        if saved != fingerprint:
-            fail("run_dir", "a folder of this run or a new one", f"{run_dir} holding a run with other settings",
-                 "Use a new run_dir, or delete its checkpoints/ folder to start this one over.")
-        state = checkpoints.restore(resumed, student, placeholder, optimizer)
-    from kdlens.progress import progress_bar
+    lengths = data.attention_mask.sum(1)  # (n,) tokens per sequence
 
-    cache = _teacher_cache(teacher, data, config, device) if teacher is not None else None
-    with progress_bar(config.progress, "distil LM", total=total, completed=state["global_step"]) as bar:
-        for epoch in range(state["epoch"], config.epochs):
-            order = epoch_order(data.attention_mask.sum(1), config.batch_size, config.seed * 100_003 + epoch,
-                                group_by_length)
-            sums: dict[str, float] = state.pop("sums", {}) if state["step_in_epoch"] else {}
-            for step in range(state["step_in_epoch"], steps_per_epoch):
-                index = order[step * config.batch_size:(step + 1) * config.batch_size]
-                width = int(data.attention_mask[index].sum(1).max())  # trim the batch's padding
-                batch = Encoded(*(t[index, :width].to(device) for t in (data.input_ids, data.attention_mask,
-                                                                        data.target_mask)))
-                logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                teacher_logits = None
-                if cache is not None:
-                    teacher_logits = cache[index, :width].to(device)
-                elif teacher is not None:
-                    with torch.no_grad():
-                        teacher_logits = teacher(input_ids=batch.input_ids,
-                                                 attention_mask=batch.attention_mask).logits.float()
-                loss, parts = _token_loss(logits.float(), teacher_logits, batch, kd)
-                if not torch.isfinite(loss):
-                    fail("loss", "finite", f"{float(loss)} at epoch {epoch}, step {step}",
-                         "Lower the learning rate.")
-                optimizer_step(optimizer, loss, config, state, step, total)
-                for key, value in {"loss": float(loss.detach()), **parts}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                bar.advance(loss=float(loss.detach()))
-                if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
-                    checkpoints.save(run_dir / "checkpoints", state["global_step"], student, placeholder, optimizer,
-                                     {**state, "sums": sums})
-            record = {"epoch": epoch + 1, "step": state["global_step"],
-                      **{k: v / steps_per_epoch for k, v in sums.items()}}
-            state["history"].append(record)
-            bar.log(record)
-            state.update(epoch=epoch + 1, step_in_epoch=0)
-            checkpoints.save(run_dir / "checkpoints", state["global_step"], student, placeholder, optimizer, state)
+    def step(index: torch.Tensor, cache: torch.Tensor | None, at: Position) -> Step:
+        width = int(lengths[index].max())  # trim the batch's padding
+        batch = Encoded(*(t[index, :width].to(device) for t in (data.input_ids, data.attention_mask,
+                                                                data.target_mask)))  # (B, width) each
+        logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, width, V)
+        teacher_logits = None
+        if cache is not None:
+            teacher_logits = cache[index, :width].to(device)
+        elif teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+        return Step(*_token_loss(logits.float(), teacher_logits, batch, kd))
+
+    history = loop.run(loop.Training(
+        # the checkpoint format keeps a strategy's trainable parts beside the student: token KD has none
+        modules={"student": student, "strategy": nn.Module()},
+        fingerprint={"kd": kd.model_dump() if kd else None, "n": n, "group_by_length": group_by_length,
+                     "train": config.model_dump(mode="json", exclude=RUN_SETTINGS)},
+        fingerprint_of="another token-KD term, length grouping, training config or data size",
+        steps_per_epoch=-(-n // config.batch_size),
+        order=lambda seed: epoch_order(lengths, config.batch_size, seed, group_by_length), step=step,
+        cache=(lambda: _teacher_cache(teacher, data, config, device)) if teacher is not None else None,
+        summary="mean", description="distil LM"), config, run_dir)
     student.eval()
-    io.atomic_write_json(run_dir / "history.json", state["history"])
     model_dir = run_dir / "model"
     with quiet_transformers():
         student.save_pretrained(model_dir)  # safetensors (transformers >= 5 writes nothing else)
     tokenizer.save_pretrained(model_dir)
-    return LMTrainResult(run_dir, model_dir, state["history"], time.perf_counter() - started)
+    return LMTrainResult(run_dir, model_dir, history, time.perf_counter() - started)

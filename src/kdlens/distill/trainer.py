@@ -1,12 +1,13 @@
-"""The distillation loop: one student, an optional frozen teacher, a strategy, and a run directory.
+"""Distilling classifiers: one student, an optional frozen teacher, a strategy, and a run directory.
 
-Deterministic given the seed: each epoch's example order comes from a generator seeded by (seed, epoch), so a
-resumed run sees exactly the batches it would have seen. Checkpoints are written at every epoch end (or every
-``checkpoint_every`` steps); ``train`` called again on the same directory resumes from the last one.
+:func:`train` draws batches of (inputs, labels), runs the strategy's teacher and student passes and its loss; the
+loop (``loop.py``) does the rest: deterministic epoch orders, checkpoints at every epoch end (or every
+``checkpoint_every`` steps), and resuming from the last one when ``train`` is called again on the same directory.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -18,16 +19,15 @@ from torch.utils.data import Dataset
 
 from kdlens import io
 from kdlens import validation as C
-from kdlens.distill import checkpoints
+from kdlens.distill import loop
 from kdlens.distill import losses as L
 from kdlens.distill.config import StrategyConfig, TrainConfig
+from kdlens.distill.loop import RUN_SETTINGS, Position, Step
 from kdlens.distill.strategy import Outputs, Strategy
 from kdlens.measures import agreement
 from kdlens.subjects import Classifier, save_classifier
 from kdlens.subjects.checkpoint import architecture_path
 
-# how a run goes, not what it computes
-RUN_SETTINGS = {"progress", "device", "teacher_cache_mb", "checkpoint_every", "eval_every"}
 INPUT_KEYS, LABEL_KEYS = ("image", "images", "input", "inputs", "x"), ("label", "labels", "y", "target")
 
 
@@ -69,33 +69,6 @@ class TrainResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return config.lr
-    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, config: TrainConfig, state: dict, step: int,
-                   total: int) -> None:
-    """One update at the schedule's learning rate; advances the loop position in ``state``."""
-    for group in optimizer.param_groups:
-        group["lr"] = _learning_rate(config, state["global_step"], total)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    state["global_step"] += 1
-    state["step_in_epoch"] = step + 1
-
-
-def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _attribution_maps(term, model: Classifier, inputs: torch.Tensor, labels: torch.Tensor, outputs: Outputs,
@@ -222,7 +195,6 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
         teacher_subject = Classifier(teacher, "teacher")
     strategy.setup(teacher_subject, student_subject, x_all[: min(8, len(x_all))].to(device))
     strategy.to(device)
-    optimizer = _optimizer([*student.parameters(), *strategy.parameters()], config)
 
     n = x_all.shape[0]
     steps_per_epoch = n // config.batch_size if config.drop_last else math.ceil(n / config.batch_size)
@@ -235,67 +207,42 @@ def train(student: nn.Module, data, run_dir: str | Path, strategy: StrategyConfi
                "compares examples within a batch)",
                f"{n} examples in batches of {config.batch_size}, the last holding {last_batch}",
                "Set drop_last=True in the train config, or choose a batch_size that divides the data better.")
-    total_steps = steps_per_epoch * config.epochs
-    checkpoint_dir = run_dir / "checkpoints"
-    # what the weights depend on; device, progress bars and the teacher cache change only how fast they come
-    fingerprint = io.stable_hash({"strategy": strategy.config.model_dump(mode="json"), "n": n,
-                                  "train": config.model_dump(mode="json", exclude=RUN_SETTINGS)})
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "fingerprint": fingerprint}
-    resumed = checkpoints.latest(checkpoint_dir)
-    if resumed is not None:
-        if io.read_json(resumed / "state.json").get("fingerprint") != fingerprint:
-            C.fail("run_dir", "a new folder or one holding this same run", f"{run_dir}, which holds a checkpoint "
-                   "of a run with another strategy, training config or data size",
-                   "Use a new run_dir, or delete its checkpoints/ folder to start this one over.")
-        state = checkpoints.restore(resumed, student, strategy, optimizer)
-    history = state["history"]
-
     eval_data = eval_data or {}
     eval_teacher = {split: teacher_subject.logits(as_tensors(data)[0]) for split, data in eval_data.items()} \
         if teacher_subject is not None else None  # the frozen teacher's eval logits never change: once is enough
-    table = _teacher_table(teacher_subject, strategy, x_all, y_all, config, device) if strategy.needs_teacher else None
-    from kdlens.progress import progress_bar  # local: rich is only needed when training
 
-    last_step: dict[str, float] = {}
-    with progress_bar(config.progress, description=f"distil {strategy.config.name}", total=total_steps,
-                      completed=state["global_step"]) as bar:
-        for epoch in range(state["epoch"], config.epochs):
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-            for step in range(state["step_in_epoch"], steps_per_epoch):
-                index = order[step * config.batch_size:(step + 1) * config.batch_size]
-                x, y = x_all[index].to(device), y_all[index].to(device)
-                t_out = None
-                if strategy.needs_teacher:
-                    t_out = table.select(index.to(device)) if table is not None else _teacher_outputs(
-                        teacher_subject, strategy, x, y)
-                    t_out.logits = _add_noise(t_out.logits, config, state["global_step"])
-                s_out = _student_outputs(student_subject, strategy, x, y)
-                if not bool(torch.isfinite(s_out.logits).all()):
-                    C.fail("loss", "finite", f"NaN or inf student logits at epoch {epoch}, step {step}",
-                           "Training diverged: lower the learning rate (or check the inputs for NaN).")
-                loss, parts = strategy.loss(t_out, s_out, y)
-                if not torch.isfinite(loss):
-                    C.fail("loss", "finite", f"{float(loss)} at epoch {epoch}, step {step} (terms {parts})",
-                           "Lower the learning rate or the weight of the term that diverged.")
-                optimizer_step(optimizer, loss, config, state, step, total_steps)
-                last_step = {"loss": float(loss.detach()), **parts}
-                bar.advance(loss=last_step["loss"], acc=float((s_out.logits.argmax(-1) == y).double().mean()))
-                if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
-                    checkpoints.save(checkpoint_dir, state["global_step"], student, strategy, optimizer,
-                                     {**state, "history": history})
-            student.eval()
-            due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            record = {"epoch": epoch + 1, "step": state["global_step"], **last_step,
-                      **(evaluate(student_subject, None, eval_data, teacher_logits=eval_teacher) if due else {})}
-            student.train()
-            history.append(record)
-            bar.log(record)
-            state.update(epoch=epoch + 1, step_in_epoch=0)
-            checkpoints.save(checkpoint_dir, state["global_step"], student, strategy, optimizer,
-                             {**state, "history": history})
+    def step(index: torch.Tensor, table: Outputs | None, at: Position) -> Step:
+        x, y = x_all[index].to(device), y_all[index].to(device)  # (B, ...), (B,)
+        t_out = None
+        if strategy.needs_teacher:
+            t_out = table.select(index.to(device)) if table is not None else _teacher_outputs(
+                teacher_subject, strategy, x, y)
+            t_out.logits = _add_noise(t_out.logits, config, at.global_step)
+        s_out = _student_outputs(student_subject, strategy, x, y)
+        if not bool(torch.isfinite(s_out.logits).all()):
+            C.fail("loss", "finite", f"NaN or inf student logits at epoch {at.epoch}, step {at.step}",
+                   "Training diverged: lower the learning rate (or check the inputs for NaN).")
+        loss, parts = strategy.loss(t_out, s_out, y)
+        return Step(loss, parts, {"acc": float((s_out.logits.argmax(-1) == y).double().mean())})
+
+    def evaluate_epoch() -> dict:
+        student.eval()
+        metrics = evaluate(student_subject, None, eval_data, teacher_logits=eval_teacher)
+        student.train()
+        return metrics
+
+    # what the weights depend on; device, progress bars and the teacher cache change only how fast they come
+    fingerprint = io.stable_hash({"strategy": strategy.config.model_dump(mode="json"), "n": n,
+                                  "train": config.model_dump(mode="json", exclude=RUN_SETTINGS)})
+    table = functools.partial(_teacher_table, teacher_subject, strategy, x_all, y_all, config, device)
+    history = loop.run(loop.Training(
+        modules={"student": student, "strategy": strategy}, fingerprint=fingerprint,
+        fingerprint_of="another strategy, training config or data size", steps_per_epoch=steps_per_epoch,
+        order=lambda seed: torch.randperm(n, generator=torch.Generator().manual_seed(seed)), step=step,
+        cache=table if strategy.needs_teacher else None, evaluate=evaluate_epoch, summary="last",
+        description=f"distil {strategy.config.name}"), config, run_dir)
 
     student.eval()
-    io.atomic_write_json(run_dir / "history.json", history)
     model_dir = save_classifier(student, run_dir / "model", student_kwargs or {},
                                 strategy=strategy.config.name, history=history)
     io.atomic_write_json(run_dir / "train.json", {"strategy": strategy.config.model_dump(mode="json"),

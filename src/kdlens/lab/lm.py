@@ -32,7 +32,7 @@ from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, named_recipe
 from kdlens.distill.config import TrainConfig
 from kdlens.distill.lm import TokenKD, train_lm
-from kdlens.distill.trainer import RUN_SETTINGS
+from kdlens.distill.loop import RUN_SETTINGS
 from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Stage, StageRunner
 from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer

@@ -23,7 +23,8 @@ from pydantic import Field, field_validator
 from kdlens import io
 from kdlens.config import StrictModel, did_you_mean, dump_yaml, named_recipe, validate
 from kdlens.distill.config import StrategyConfig, TrainConfig
-from kdlens.distill.trainer import RUN_SETTINGS, evaluate, train
+from kdlens.distill.loop import RUN_SETTINGS
+from kdlens.distill.trainer import evaluate, train
 from kdlens.lab.cnn import SmallCNN
 from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Stage, StageRunner
