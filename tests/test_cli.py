@@ -131,7 +131,7 @@ def test_lab_vision_builds_from_a_yaml_recipe(tmp_path):
     result = runner.invoke(app, ["lab", "vision", "--config", str(path), "--root", str(tmp_path / "labs")])
     assert result.exit_code == 0, result.output
     assert "output_kd" in result.output and "shifted acc" in result.output
-    assert len(list((tmp_path / "labs").glob("vision-*/student-output_kd/model/model.safetensors"))) == 1
+    assert len(list((tmp_path / "labs").glob("vision-*/models/student-output_kd/model.safetensors"))) == 1
 
 
 def test_distill_from_the_lab_teacher_builds_only_the_teacher_with_the_data_task(tmp_path, monkeypatch):

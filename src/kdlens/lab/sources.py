@@ -27,10 +27,15 @@ def load_vision(wanted: dict[str, ModelSource], device: str = "cpu", progress: b
         config = config.model_copy(update={"students": [s for s in vision.STUDENTS if s in models.values()]})
         lab = vision.build(root, config, progress=progress, device=device,
                            baseline_teacher="teacher_reseeded" in models.values())
-        load = {"teacher": lab.teacher, "teacher_reseeded": lab.baseline_teacher,
-                "untrained_student": lab.untrained_student}
         for name, model in models.items():
-            out[name] = load[model]() if model in load else lab.student(model)
+            if model == "teacher":
+                out[name] = lab.teacher()
+            elif model == "teacher_reseeded":
+                out[name] = lab.baseline_teacher()
+            elif model == "untrained_student":
+                out[name] = lab.untrained_student()
+            else:
+                out[name] = lab.student(model)
     return {name: out[name].to(device) for name in wanted}
 
 
