@@ -15,8 +15,12 @@ if TYPE_CHECKING:  # torch is imported where a tensor is checked: the report val
     import torch
 
 
-def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError) -> None:
+def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError, *,
+         verb: str = "be") -> None:
     """Raise ``error`` with the kdlens message template.
+
+    ``verb`` is "be" but where English needs another one ("to have one value per bin (4)"); say what is expected
+    after it (a phrase, no verb of its own).
 
     Examples
     --------
@@ -24,7 +28,7 @@ def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exceptio
     Traceback (most recent call last):
     ValueError: Expected `n` to be a positive integer, but got -3. Ask for at least one example.
     """
-    message = f"Expected `{name}` to be {expected}, but got {got}."
+    message = f"Expected `{name}` to {verb} {expected}, but got {got}."
     if fix:
         message += f" {fix}"
     raise error(message)
