@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from kdlens import validation as C
-from kdlens.measures._resampling import Interval, bootstrap_indices, percentile_interval
 from kdlens.measures.attribution_maps import REDUCTIONS, check_maps, reduce_scores, resize
+from kdlens.measures.resampling import Interval, bootstrap_indices, percentile_interval
 
 _CHUNK_ELEMENTS = 4_000_000  # resample indices held at once
 
