@@ -14,7 +14,7 @@ import matplotlib as mpl
 import numpy as np
 from PIL import Image
 
-from kdlens.validation import fail
+from kdlens.validation import check_int, fail
 
 _COLORMAP = "inferno"  # perceptually uniform; low attribution dark, high attribution bright
 _ALPHA = 0.5  # heatmap weight in the blend
@@ -53,8 +53,7 @@ def attribution_tile(image, heatmap, size_px: int = 96) -> str:
     """
     pixels = _check_image(image)  # (H, W, 3) float64 in [0, 1]
     heat = None if heatmap is None else _check_heatmap(heatmap)  # (h, w) float64, >= 0
-    if isinstance(size_px, bool) or not isinstance(size_px, (int, np.integer)):
-        fail("size_px", "an int", type(size_px).__name__, error=TypeError)
+    size_px = check_int(size_px, "size_px")
     if not 8 <= size_px <= 1024:
         fail("size_px", "in [8, 1024]", str(size_px))
 

@@ -79,8 +79,7 @@ def build_word_tokenizer(texts: Iterable[str], extra_tokens: Sequence[str] = (),
     if isinstance(extra_tokens, str):
         C.fail("extra_tokens", "a sequence of strings", "a single str", "Wrap it in a list: [token].",
                error=TypeError)
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        C.fail("min_count", "a positive integer", repr(min_count), "1 keeps every word seen.")
+    min_count = C.check_int(min_count, "min_count", 1, "1 keeps every word seen.")
     C.check_choice(padding_side, "padding_side", ("right", "left"))
 
     normalizer, pre_tokenizer = _pipeline(lowercase)

@@ -21,6 +21,4 @@ def check_texts(texts, name: str) -> list[str]:
 
 
 def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        C.fail("batch_size", "a positive integer", repr(batch_size), "16 suits small models on a CPU.")
-    return batch_size
+    return C.check_int(batch_size, "batch_size", 1, "16 suits small models on a CPU.")

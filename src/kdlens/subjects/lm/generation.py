@@ -21,18 +21,17 @@ from kdlens.subjects.lm.batching import inference, pad_rows
 from kdlens.subjects.lm.checks import check_batch_size, check_texts
 
 
-def _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        C.fail("max_new_tokens", "a positive integer", repr(max_new_tokens))
-    if not isinstance(do_sample, bool):
-        C.fail("do_sample", "True or False", repr(do_sample), error=TypeError)
+def _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop) -> tuple[int, bool, int]:
+    """(max_new_tokens, do_sample, seed) as int, bool, int once every decoding option is checked."""
+    max_new_tokens = C.check_int(max_new_tokens, "max_new_tokens", 1)
+    do_sample = C.check_bool(do_sample, "do_sample")
     C.check_positive(temperature, "temperature")
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         C.fail("top_p", "a number in (0, 1]", repr(top_p), "1.0 samples from the whole distribution.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        C.fail("seed", "an integer", repr(seed), error=TypeError)
+    seed = C.check_int(seed, "seed")
     if stop is not None and (not isinstance(stop, str) or not stop):
         C.fail("stop", "None or a non-empty str", repr(stop))
+    return max_new_tokens, do_sample, seed
 
 
 def eos_token_ids(lm) -> list[int]:
@@ -138,7 +137,7 @@ def generate(lm, prompts: list[str], max_new_tokens: int = 64, do_sample: bool =
     """
     prompts = check_texts(prompts, "prompts")
     batch_size = check_batch_size(batch_size)
-    _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop)
+    max_new_tokens, do_sample, seed = _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop)
     encodings = lm.encode(prompts, "prompts[{i}]", extra_positions=max_new_tokens, offsets=False)
     for i, e in enumerate(encodings):
         if not e.ids:

@@ -36,8 +36,7 @@ def load_pretrained(path: Path, dtype: str | torch.dtype | None, device: str | t
     """(model in eval mode on ``device``, tokenizer) from a local ``save_pretrained`` folder; the arguments are
     checked here (see :meth:`~kdlens.subjects.lm.LanguageModel.from_pretrained`)."""
     torch_dtype = _check_dtype(dtype)
-    if not isinstance(trust_remote_code, bool):
-        C.fail("trust_remote_code", "True or False", repr(trust_remote_code), error=TypeError)
+    trust_remote_code = C.check_bool(trust_remote_code, "trust_remote_code")
     _check_checkpoint(path)
     transformers = import_transformers()
     # transformers renamed `torch_dtype` to `dtype` in 4.56 (the old name warns in 5.x).
