@@ -61,6 +61,8 @@ class LanguageModel:
         if not isinstance(tokenizer, transformers.PreTrainedTokenizerBase):
             C.fail("tokenizer", "a Hugging Face tokenizer (AutoTokenizer)", type(tokenizer).__name__,
                    error=TypeError)
+        if not isinstance(name, str):
+            C.fail("name", "a str (how reports refer to the model)", type(name).__name__, error=TypeError)
         self.model, self.tokenizer, self.name = model, tokenizer, name
 
     @classmethod
@@ -124,6 +126,9 @@ class LanguageModel:
         ``name`` (with ``{i}`` for the index) is how an error names a text too long for the model, counting
         ``extra_positions`` tokens still to be generated.
         """
+        texts = check_texts(texts, "texts")
+        extra_positions = C.check_int(extra_positions, "extra_positions", 0)
+        offsets = C.check_bool(offsets, "offsets")
         if offsets and not self.tokenizer.is_fast:
             C.fail("tokenizer", "a fast tokenizer (character offsets are needed)", type(self.tokenizer).__name__,
                    "Load it with AutoTokenizer.from_pretrained(dir, use_fast=True) from a folder with "

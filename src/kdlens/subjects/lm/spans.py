@@ -7,6 +7,7 @@ Two models that tokenize a text differently cannot be compared token by token; p
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,8 @@ def word_spans(text: str) -> list[Span]:
     >>> word_spans("the cat  sat.")
     [(0, 3), (4, 7), (9, 13)]
     """
+    if not isinstance(text, str):
+        C.fail("text", "a str", type(text).__name__, error=TypeError)
     return [match.span() for match in re.finditer(r"\S+", text)]
 
 
@@ -50,12 +53,13 @@ def pool_by_spans(states: torch.Tensor, offsets: Sequence[Span], spans: Sequence
     """
     states = C.as_float(states, "states")
     C.check_ndim(states, "states", 2, "(T, d)")
-    if len(offsets) != states.shape[0]:
-        C.fail("offsets", f"one span per row of states ({states.shape[0]})", f"{len(offsets)} spans")
-    if len(spans) == 0:
+    C.check_finite(states, "states")
+    tok = _span_tensor(offsets, "offsets")  # (T, 2)
+    if len(tok) != states.shape[0]:
+        C.fail("offsets", f"one span per row of states ({states.shape[0]})", f"{len(tok)} spans")
+    want = _span_tensor(spans, "spans")  # (S, 2)
+    if len(want) == 0:
         C.fail("spans", "at least one (start, end) span", "none")
-    tok = torch.as_tensor([tuple(o) for o in offsets], dtype=torch.long).reshape(-1, 2)  # (T, 2)
-    want = torch.as_tensor([tuple(s) for s in spans], dtype=torch.long).reshape(-1, 2)  # (S, 2)
     overlap = ((tok[None, :, 0] < want[:, None, 1]) & (tok[None, :, 1] > want[:, None, 0])
                & (tok[None, :, 1] > tok[None, :, 0]))  # (S, T)
     counts = overlap.sum(1)  # (S,)
@@ -65,3 +69,18 @@ def pool_by_spans(states: torch.Tensor, offsets: Sequence[Span], spans: Sequence
                "Spans are character positions in the text the offsets came from; whitespace alone has no tokens.")
     weights = overlap.to(states.dtype) / counts[:, None].to(states.dtype)  # (S, T), rows sum to 1
     return weights.to(states.device) @ states  # (S, d)
+
+
+def _span_tensor(spans, name: str) -> torch.Tensor:
+    """(S, 2) int64 character spans from S (start, end) integer pairs (tuples, lists or a tensor's rows)."""
+    try:
+        t = torch.as_tensor([tuple(span) for span in spans])
+    except (TypeError, ValueError, RuntimeError):
+        C.fail(name, "a sequence of (start, end) integer pairs", reprlib.repr(spans), error=TypeError)
+    if t.numel() == 0:
+        return t.long().reshape(0, 2)
+    if t.ndim != 2 or t.shape[1] != 2:
+        C.fail(name, "a sequence of (start, end) pairs", f"items of shape {tuple(t.shape[1:])}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        C.fail(name, "integer character positions", f"dtype {t.dtype}", error=TypeError)
+    return t.long()
