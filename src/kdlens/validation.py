@@ -15,8 +15,12 @@ if TYPE_CHECKING:  # torch is imported where a tensor is checked: the report val
     import torch
 
 
-def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError) -> None:
+def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError, *,
+         verb: str = "be") -> None:
     """Raise ``error`` with the kdlens message template.
+
+    ``verb`` is "be" but where English needs another one ("to have one value per bin (4)"); say what is expected
+    after it (a phrase, no verb of its own).
 
     Examples
     --------
@@ -24,7 +28,7 @@ def fail(name: str, expected: str, got: str, fix: str = "", error: type[Exceptio
     Traceback (most recent call last):
     ValueError: Expected `n` to be a positive integer, but got -3. Ask for at least one example.
     """
-    message = f"Expected `{name}` to be {expected}, but got {got}."
+    message = f"Expected `{name}` to {verb} {expected}, but got {got}."
     if fix:
         message += f" {fix}"
     raise error(message)
@@ -156,10 +160,45 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> torch.
     return t
 
 
+def check_int(value, name: str, minimum: int | None = None, fix: str = "") -> int:
+    """``value`` as an int: a Python or numpy integer (a bool is not one), at least ``minimum`` when one is given.
+
+    With a minimum, any other value is one mistake and a ValueError: "a positive integer" (minimum 1), "a
+    non-negative integer" (0) or "an integer >= m". Without one, a value that is not an integer is a TypeError.
+
+    Examples
+    --------
+    >>> check_int(3, "n", minimum=1)
+    3
+    >>> check_int(0, "batch_size", minimum=1, fix="16 suits small models on a CPU.")
+    Traceback (most recent call last):
+    ValueError: Expected `batch_size` to be a positive integer, but got 0. 16 suits small models on a CPU.
+    """
+    if minimum is None:
+        expected, error = "an integer", TypeError
+    else:
+        expected = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        error = ValueError
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or (minimum is not None and value < minimum)):
+        fail(name, expected, repr(value), fix, error=error)
+    return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool: True or False (a numpy bool too); anything else, 0 and 1 included, is a TypeError.
+
+    >>> check_bool(1, "do_sample")
+    Traceback (most recent call last):
+    TypeError: Expected `do_sample` to be True or False, but got 1.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        fail(name, "True or False", repr(value), error=TypeError)
+    return bool(value)
+
+
 def check_n_bins(n_bins, name: str = "n_bins") -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        fail(name, "a positive integer", repr(n_bins), "15 is the common choice for ECE.")
-    return int(n_bins)
+    return check_int(n_bins, name, 1, "15 is the common choice for ECE.")
 
 
 def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
@@ -189,6 +228,4 @@ def check_level(level) -> float:
 
 
 def check_resamples(n_resamples, name: str = "n_resamples") -> int:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        fail(name, "a positive integer", repr(n_resamples), "1000 resamples give stable 95% intervals.")
-    return int(n_resamples)
+    return check_int(n_resamples, name, 1, "1000 resamples give stable 95% intervals.")

@@ -224,7 +224,7 @@ def test_paired_difference_is_zero_for_identical_models_and_signed_correctly():
 def test_bin_index_follows_the_documented_edges_exactly(n_bins, k, ulps, as_float32):
     from fractions import Fraction
 
-    from kdlens.measures.calibration import _width_bin_index
+    from kdlens.measures.calibration import width_bin_index
 
     value = min(k, n_bins) / n_bins  # an edge, then nudged a few ulps either side
     for _ in range(abs(ulps)):
@@ -237,7 +237,7 @@ def test_bin_index_follows_the_documented_edges_exactly(n_bins, k, ulps, as_floa
     edges = [Fraction(j / n_bins) for j in range(1, n_bins)]
     expected = sum(edge < Fraction(value) for edge in edges)
     dtype = torch.float32 if as_float32 else torch.float64
-    assert int(_width_bin_index(torch.tensor([value], dtype=dtype), n_bins)[0]) == expected
+    assert int(width_bin_index(torch.tensor([value], dtype=dtype), n_bins)[0]) == expected
 
 
 def test_confidence_ece_equals_top_label_ece_on_the_same_confidences():

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdlens.config import validate
-from kdlens.tasks._text import CHUNK
 from kdlens.tasks.babi import (
     CATEGORY_SENTENCES,
     CATEGORY_WORDS,
@@ -28,6 +27,7 @@ from kdlens.tasks.babi import (
     perturb_trace,
     write_trace,
 )
+from kdlens.tasks.text import CHUNK
 
 CONFIG = BabiConfig()
 EXAMPLES = make_split(CONFIG, "train", 2000)

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdlens.config import validate
-from kdlens.tasks._text import CHUNK, normalize, split_sentences
 from kdlens.tasks.chains import (
     NAMES,
     SPLITS,
@@ -22,6 +21,7 @@ from kdlens.tasks.chains import (
     parse_answer,
     write_trace,
 )
+from kdlens.tasks.text import CHUNK, normalize, split_sentences
 
 CONFIG = ChainsConfig()
 EXAMPLES = make_split(CONFIG, "train", 3000)

@@ -5,7 +5,6 @@ Functional measures take tensors or numpy arrays and return floats (or per-examp
 ``reduction="none"``); their streaming twins are ``torchmetrics.Metric`` subclasses sharing the same code.
 """
 
-from kdlens.measures._resampling import Interval
 from kdlens.measures.attribution_maps import align_maps, map_cosine, map_spearman, map_topk_iou, normalize_maps
 from kdlens.measures.calibration import (
     CalibrationError,
@@ -32,6 +31,7 @@ from kdlens.measures.evidence import (
 )
 from kdlens.measures.fidelity import Agreement, agreement, js_divergence, kl_divergence, total_variation
 from kdlens.measures.merging import merge_states
+from kdlens.measures.resampling import Interval
 from kdlens.measures.text_overlap import bleu, rouge_l, sentence_bleu
 from kdlens.measures.traces import (
     IndependenceTest,

@@ -6,6 +6,10 @@ except that a confidence of exactly 0 falls in the first bin. A confidence of ex
 last bin, never in a phantom bin ``n_bins``. Confidences are compared in float64 at their stored value.
 
 All per-bin sums are float64, so a million float32 confidences give the same ECE as their float64 originals.
+
+The bootstrap intervals (``calibration_intervals``) resample with the same pieces: :func:`top_label`,
+:func:`width_bin_index`, :func:`top_label_bin_sums`, :func:`ece_from_sums`, the per-example scores and
+:func:`check_calibration_inputs`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def _width_edges(n_bins: int, device=None) -> torch.Tensor:
     return torch.arange(n_bins + 1, dtype=torch.float64, device=device) / n_bins  # (n_bins + 1,)
 
 
-def _width_bin_index(confidence: torch.Tensor, n_bins: int) -> torch.Tensor:
+def width_bin_index(confidence: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Index of the (a, b] bin for each confidence; 0 goes to bin 0 and 1.0 to bin n_bins - 1.
 
     ``ceil(c * n_bins) - 1`` is the bin up to the rounding of the product; one comparison with the exact edges on
@@ -61,7 +65,7 @@ def _bin_sums(index: torch.Tensor, confidence: torch.Tensor, correct: torch.Tens
 _ROWS_PER_CHUNK = 1 << 16  # max over a short last dim is ~1.6x faster on cache-sized chunks than in one call
 
 
-def _top_label(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def top_label(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-label confidence (n,) and whether the argmax (first maximum on ties) is the label, (n,) bool."""
     parts = [chunk.max(dim=-1) for chunk in probs.split(_ROWS_PER_CHUNK)]
     confidence = torch.cat([part.values for part in parts])
@@ -69,12 +73,12 @@ def _top_label(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     return confidence, prediction == labels
 
 
-def _calibration_update(probs: torch.Tensor, labels: torch.Tensor, n_bins: int, binning: str = "width"):
+def top_label_bin_sums(probs: torch.Tensor, labels: torch.Tensor, n_bins: int, binning: str = "width"):
     """Per-bin sums for top-label calibration: the one implementation behind ECE, the curve and the Metric."""
-    confidence, correct = _top_label(probs, labels)
+    confidence, correct = top_label(probs, labels)
     confidence = confidence.double()
     if binning == "width":
-        index = _width_bin_index(confidence, n_bins)
+        index = width_bin_index(confidence, n_bins)
         return (*_bin_sums(index, confidence, correct, n_bins), _width_edges(n_bins, probs.device))
     order = torch.argsort(confidence)  # mass binning: n_bins groups of (near) equal size by rank
     index = torch.empty_like(order)
@@ -88,7 +92,7 @@ def _calibration_update(probs: torch.Tensor, labels: torch.Tensor, n_bins: int, 
     return (*sums, edges)
 
 
-def _ece_from_sums(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor, norm: str):
+def ece_from_sums(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor, norm: str):
     """ECE from per-bin sums of shape (..., n_bins); returns a (...) float64 tensor. Empty bins weigh 0."""
     total = count.sum(-1, keepdim=True)
     gap = (correct_sum - conf_sum) / count.clamp_min(1)  # accuracy minus confidence per bin; 0 where empty
@@ -101,10 +105,11 @@ def _ece_from_sums(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: tor
 
 
 def _ece_compute(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor, norm: str) -> float:
-    return float(_ece_from_sums(count, conf_sum, correct_sum, norm))
+    return float(ece_from_sums(count, conf_sum, correct_sum, norm))
 
 
-def _validated(probs, labels, n_bins, binning="width", norm="l1"):
+def check_calibration_inputs(probs, labels, n_bins, binning="width", norm="l1"):
+    """(probs, labels on probs' device, n_bins as int) once every argument of a top-label measure is checked."""
     n_bins = C.check_n_bins(n_bins)
     C.check_choice(binning, "binning", BINNINGS)
     C.check_choice(norm, "norm", NORMS)
@@ -141,8 +146,8 @@ def expected_calibration_error(probs, labels, n_bins: int = 15, binning: str = "
     >>> round(expected_calibration_error(probs, torch.tensor([0, 1, 1]), n_bins=10), 6)
     0.333333
     """
-    p, y, n_bins = _validated(probs, labels, n_bins, binning, norm)
-    count, conf_sum, correct_sum, _ = _calibration_update(p, y, n_bins, binning)
+    p, y, n_bins = check_calibration_inputs(probs, labels, n_bins, binning, norm)
+    count, conf_sum, correct_sum, _ = top_label_bin_sums(p, y, n_bins, binning)
     return _ece_compute(count, conf_sum, correct_sum, norm)
 
 
@@ -189,7 +194,7 @@ def _confidence_sums(confidence, correct, n_bins: int):
     if ok.dtype != torch.bool and not bool(((ok == 0) | (ok == 1)).all()):
         C.fail("correct", "bool or 0/1 values", f"dtype {ok.dtype} with other values")
     C.check_same_length(c, ok, "confidence", "correct")
-    index = _width_bin_index(c.double(), n_bins)
+    index = width_bin_index(c.double(), n_bins)
     return _bin_sums(index, c.double(), ok.bool().to(c.device), n_bins)
 
 
@@ -226,8 +231,8 @@ def reliability_curve(probs, labels, n_bins: int = 15, binning: str = "width") -
     >>> curve.accuracy.tolist()[3:]
     [0.0, 1.0]
     """
-    p, y, n_bins = _validated(probs, labels, n_bins, binning)
-    count, conf_sum, correct_sum, edges = _calibration_update(p, y, n_bins, binning)
+    p, y, n_bins = check_calibration_inputs(probs, labels, n_bins, binning)
+    count, conf_sum, correct_sum, edges = top_label_bin_sums(p, y, n_bins, binning)
     return ReliabilityCurve(conf_sum / count, correct_sum / count, count.long(), edges)
 
 
@@ -243,9 +248,9 @@ def classwise_expected_calibration_error(probs, labels, n_bins: int = 15, norm: 
     >>> classwise_expected_calibration_error(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
     0.0
     """
-    p, y, n_bins = _validated(probs, labels, n_bins, "width", norm)
+    p, y, n_bins = check_calibration_inputs(probs, labels, n_bins, "width", norm)
     n, n_classes = p.shape
-    index = _width_bin_index(p, n_bins) + n_bins * torch.arange(n_classes, device=p.device)  # (n, C)
+    index = width_bin_index(p, n_bins) + n_bins * torch.arange(n_classes, device=p.device)  # (n, C)
     is_class = torch.zeros_like(p, dtype=torch.float64)
     is_class[torch.arange(n, device=p.device), y] = 1.0
     size = n_bins * n_classes
@@ -256,14 +261,16 @@ def classwise_expected_calibration_error(probs, labels, n_bins: int = 15, norm: 
     return float(torch.tensor(per_class, dtype=torch.float64).mean())
 
 
-def _brier_per_example(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def brier_per_example(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(n,) float64 Brier score of each example; ``p`` (n, C) checked probabilities, ``y`` (n,) labels."""
     p = p.double()
     squared = p.square().sum(-1)
     p_true = p.gather(1, y[:, None]).squeeze(1)
     return squared - 2.0 * p_true + 1.0  # sum_k (p_k - 1[k = y])^2, (n,)
 
 
-def _nll_per_example(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def nll_per_example(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(n,) float64 negative log-likelihood of each example in nats; ``p`` (n, C) checked probabilities."""
     return -torch.log(p.double().gather(1, y[:, None]).squeeze(1))  # (n,)
 
 
@@ -291,7 +298,7 @@ def brier_score(probs, labels, reduction: str = "mean"):
     >>> round(brier_score(torch.tensor([[0.5, 0.5]]), torch.tensor([0])), 6)
     0.5
     """
-    return _scored(_brier_per_example, probs, labels, reduction)
+    return _scored(brier_per_example, probs, labels, reduction)
 
 
 def negative_log_likelihood(probs, labels, reduction: str = "mean"):
@@ -308,7 +315,7 @@ def negative_log_likelihood(probs, labels, reduction: str = "mean"):
     >>> round(negative_log_likelihood(torch.tensor([[0.5, 0.5]]), torch.tensor([0])), 6)
     0.693147
     """
-    return _scored(_nll_per_example, probs, labels, reduction)
+    return _scored(nll_per_example, probs, labels, reduction)
 
 
 def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.01, 100.0), tol: float = 1e-10) -> float:
@@ -400,8 +407,8 @@ class CalibrationError(Metric):
             self.add_state(state, default=torch.zeros(self.n_bins, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, probs, labels) -> None:
-        p, y, _ = _validated(probs, labels, self.n_bins, "width", self.norm)
-        count, conf_sum, correct_sum, _ = _calibration_update(p, y, self.n_bins, "width")
+        p, y, _ = check_calibration_inputs(probs, labels, self.n_bins, "width", self.norm)
+        count, conf_sum, correct_sum, _ = top_label_bin_sums(p, y, self.n_bins, "width")
         self.count += count.to(self.count.device)
         self.conf_sum += conf_sum.to(self.count.device)
         self.correct_sum += correct_sum.to(self.count.device)

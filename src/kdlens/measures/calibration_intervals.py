@@ -9,17 +9,17 @@ from __future__ import annotations
 import torch
 
 from kdlens import validation as C
-from kdlens.measures._resampling import Interval, bootstrap_indices, percentile_interval
 from kdlens.measures.calibration import (
     BINNINGS,
-    _brier_per_example,
-    _calibration_update,
-    _ece_from_sums,
-    _nll_per_example,
-    _top_label,
-    _validated,
-    _width_bin_index,
+    brier_per_example,
+    check_calibration_inputs,
+    ece_from_sums,
+    nll_per_example,
+    top_label,
+    top_label_bin_sums,
+    width_bin_index,
 )
+from kdlens.measures.resampling import Interval, bootstrap_indices, percentile_interval
 
 MEASURES = ("ece", "nll", "brier")
 _CHUNK_ELEMENTS = 4_000_000  # resample indices held at once
@@ -28,18 +28,18 @@ _CHUNK_ELEMENTS = 4_000_000  # resample indices held at once
 def _ece_replicates(probs, labels, idx: torch.Tensor, n_bins: int, binning: str, norm: str) -> torch.Tensor:
     """ECE of each resample; idx is (r, n). Width binning is vectorised over resamples."""
     if binning == "mass":
-        reps = [_ece_from_sums(*_calibration_update(probs[row], labels[row], n_bins, "mass")[:3], norm)
+        reps = [ece_from_sums(*top_label_bin_sums(probs[row], labels[row], n_bins, "mass")[:3], norm)
                 for row in idx]
         return torch.stack(reps)
-    confidence, correct = _top_label(probs, labels)
-    bins = _width_bin_index(confidence, n_bins)
+    confidence, correct = top_label(probs, labels)
+    bins = width_bin_index(confidence, n_bins)
     r = idx.shape[0]
     key = (bins[idx] + n_bins * torch.arange(r)[:, None]).flatten()  # (r * n,)
     size = r * n_bins
     count = torch.bincount(key, minlength=size).double().view(r, n_bins)
     conf_sum = torch.bincount(key, weights=confidence.double()[idx].flatten(), minlength=size).view(r, n_bins)
     hit_sum = torch.bincount(key, weights=correct.double()[idx].flatten(), minlength=size).view(r, n_bins)
-    return _ece_from_sums(count, conf_sum, hit_sum, norm)
+    return ece_from_sums(count, conf_sum, hit_sum, norm)
 
 
 def _identity(n: int) -> torch.Tensor:
@@ -74,7 +74,7 @@ def bootstrap_ece(probs, labels, n_bins: int = 15, binning: str = "width", norm:
     """
     C.check_choice(binning, "binning", BINNINGS)
     level, n_resamples = C.check_level(level), C.check_resamples(n_resamples)
-    p, y, n_bins = _validated(probs, labels, n_bins, binning, norm)
+    p, y, n_bins = check_calibration_inputs(probs, labels, n_bins, binning, norm)
     p, y = p.cpu(), y.cpu()
     n = p.shape[0]
     estimate = float(_ece_replicates(p, y, _identity(n), n_bins, binning, norm)[0])
@@ -123,7 +123,7 @@ def bootstrap_paired_difference(teacher_probs, student_probs, labels, measure: s
             return (_ece_replicates(t, y, idx, n_bins, "width", "l1")
                     - _ece_replicates(s, y, idx, n_bins, "width", "l1"))
     else:
-        per_example = _nll_per_example if measure == "nll" else _brier_per_example
+        per_example = nll_per_example if measure == "nll" else brier_per_example
         diff = per_example(t, y) - per_example(s, y)  # (n,) paired per-example differences
 
         def replicates(idx):

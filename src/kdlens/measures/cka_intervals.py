@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 
 from kdlens import validation as C
-from kdlens.measures._resampling import Interval
 from kdlens.measures.cka import check_pair, cka_from_summary, hsic_numerator, ratio, summarize
+from kdlens.measures.resampling import Interval
 
 
 class PermutationTest(NamedTuple):

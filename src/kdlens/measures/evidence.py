@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdlens import validation as C
-from kdlens.measures._resampling import Interval, bootstrap_indices, percentile_interval
 from kdlens.measures.attribution_maps import REDUCTIONS, check_maps, reduce_scores, resize
+from kdlens.measures.resampling import Interval, bootstrap_indices, percentile_interval
 
 _CHUNK_ELEMENTS = 4_000_000  # resample indices held at once
 
@@ -107,10 +106,7 @@ def evidence_mass(maps, masks, reduction: str = "mean"):
 
 
 def _check_tolerance(tolerance) -> int:
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
-        C.fail("tolerance", "a nonnegative integer number of pixels", repr(tolerance),
-               "Zhang et al. (2016) use 15 at 224x224.")
-    return int(tolerance)
+    return C.check_int(tolerance, "tolerance", 0, "It counts pixels; Zhang et al. (2016) use 15 at 224x224.")
 
 
 def _near_mask(masks: torch.Tensor, points: torch.Tensor, radius: int) -> torch.Tensor:

@@ -12,8 +12,6 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-import numpy as np
-
 from kdlens import validation as C
 
 SMOOTHING = ("none", "add1", "floor")
@@ -59,9 +57,7 @@ def _check_references(references, n: int) -> list[list[str]]:
 
 
 def _check_order(max_order) -> int:
-    if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)) or max_order < 1:
-        C.fail("max_order", "a positive integer", repr(max_order), "4 is BLEU's standard order.")
-    return int(max_order)
+    return C.check_int(max_order, "max_order", 1, "4 is BLEU's standard order.")
 
 
 def _ngrams(tokens: list[str], max_order: int) -> Counter:

@@ -245,8 +245,7 @@ def independence_test(table_or_counts, correction: bool = True) -> IndependenceT
     >>> round(independence_test([[3, 0], [0, 3]]).fisher_p_value, 4)
     0.1
     """
-    if not isinstance(correction, (bool, np.bool_)):
-        C.fail("correction", "a bool", repr(correction), error=TypeError)
+    correction = C.check_bool(correction, "correction")
     a, b, c, d = _check_counts(table_or_counts)
     observed = ((a, b), (c, d))
     rows, cols, n = (a + b, c + d), (a + c, b + d), a + b + c + d

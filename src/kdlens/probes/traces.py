@@ -21,7 +21,7 @@ import torch
 
 from kdlens import measures as M
 from kdlens.tasks import babi, chains
-from kdlens.tasks._text import TraceCheck
+from kdlens.tasks.text import TraceCheck
 from kdlens.validation import fail
 
 TASKS = {chains.ChainExample: chains, babi.BabiExample: babi}

@@ -14,7 +14,7 @@ import matplotlib as mpl
 import numpy as np
 from PIL import Image
 
-from kdlens.report.plots import _fail
+from kdlens.validation import check_int, fail
 
 _COLORMAP = "inferno"  # perceptually uniform; low attribution dark, high attribution bright
 _ALPHA = 0.5  # heatmap weight in the blend
@@ -53,10 +53,9 @@ def attribution_tile(image, heatmap, size_px: int = 96) -> str:
     """
     pixels = _check_image(image)  # (H, W, 3) float64 in [0, 1]
     heat = None if heatmap is None else _check_heatmap(heatmap)  # (h, w) float64, >= 0
-    if isinstance(size_px, bool) or not isinstance(size_px, (int, np.integer)):
-        _fail("size_px", "be an int", type(size_px).__name__, error=TypeError)
+    size_px = check_int(size_px, "size_px")
     if not 8 <= size_px <= 1024:
-        _fail("size_px", "be in [8, 1024]", str(size_px))
+        fail("size_px", "in [8, 1024]", str(size_px))
 
     height, width = pixels.shape[:2]
     scale = size_px / max(height, width)
@@ -83,28 +82,28 @@ def _check_image(image) -> np.ndarray:
     """The image as (H, W, 3) float64 in [0, 1]."""
     array = np.asarray(image)
     if array.dtype.kind not in "uif" or array.dtype == np.bool_:
-        _fail("image", "be floats in [0, 1] or uint8", f"dtype {array.dtype}", error=TypeError)
+        fail("image", "floats in [0, 1] or uint8", f"dtype {array.dtype}", error=TypeError)
     if array.ndim == 2:
         array = array[None]  # (1, H, W)
     if array.ndim != 3:
-        _fail("image", "have shape (3, H, W) or (H, W, 3)", f"shape {array.shape}")
+        fail("image", "shape (3, H, W) or (H, W, 3)", f"shape {array.shape}", verb="have")
     if array.shape[0] not in (1, 3):  # channels-last
         if array.shape[-1] not in (1, 3):
-            _fail("image", "have shape (3, H, W) or (H, W, 3)", f"shape {array.shape}")
+            fail("image", "shape (3, H, W) or (H, W, 3)", f"shape {array.shape}", verb="have")
         array = np.moveaxis(array, -1, 0)
     array = np.broadcast_to(array, (3, *array.shape[1:]))  # (3, H, W), grey repeated
     if array.shape[1] == 0 or array.shape[2] == 0:
-        _fail("image", "have at least one pixel", f"shape {array.shape}")
+        fail("image", "non-empty (at least one pixel)", f"shape {array.shape}")
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
-            _fail("image", "be finite", "NaN or inf values")
+            fail("image", "finite", "NaN or inf values")
         low, high = float(array.min()), float(array.max())
         if low < 0 or high > 1:
-            _fail("image", "hold floats in [0, 1]", f"values in [{low:.3g}, {high:.3g}]",
-                  "Undo the mean/std normalisation (x * std + mean), or pass uint8 pixels.")
+            fail("image", "floats in [0, 1]", f"values in [{low:.3g}, {high:.3g}]",
+                 "Undo the mean/std normalisation (x * std + mean), or pass uint8 pixels.")
         return np.moveaxis(array.astype(np.float64), 0, -1)
     if array.min() < 0 or array.max() > 255:
-        _fail("image", "hold integers in [0, 255]", f"values in [{array.min()}, {array.max()}]")
+        fail("image", "integers in [0, 255]", f"values in [{array.min()}, {array.max()}]")
     return np.moveaxis(array.astype(np.float64) / 255, 0, -1)
 
 
@@ -112,14 +111,14 @@ def _check_heatmap(heatmap) -> np.ndarray:
     """The heatmap as (h, w) float64, finite and non-negative."""
     array = np.asarray(heatmap)
     if array.dtype.kind not in "uif" or array.dtype == np.bool_:
-        _fail("heatmap", "be a float array", f"dtype {array.dtype}", error=TypeError)
+        fail("heatmap", "a float array", f"dtype {array.dtype}", error=TypeError)
     if array.ndim != 2 or 0 in array.shape:
-        _fail("heatmap", "have shape (h, w) with h, w >= 1", f"shape {array.shape}",
-              "Squeeze away batch and channel axes, e.g. heatmap[0, 0].")
+        fail("heatmap", "shape (h, w) with h, w >= 1", f"shape {array.shape}",
+             "Squeeze away batch and channel axes, e.g. heatmap[0, 0].", verb="have")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        _fail("heatmap", "be finite", "NaN or inf values")
+        fail("heatmap", "finite", "NaN or inf values")
     if array.min() < 0:
-        _fail("heatmap", "be non-negative", f"a minimum of {array.min():.3g}",
-              "Pass abs(attribution) or attribution.clip(min=0), whichever your method means.")
+        fail("heatmap", "non-negative", f"a minimum of {array.min():.3g}",
+             "Pass abs(attribution) or attribution.clip(min=0), whichever your method means.")
     return array

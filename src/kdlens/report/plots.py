@@ -26,6 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from kdlens.validation import fail
+
 _STYLE = {
     "svg.fonttype": "none",  # text as <text>, selectable and searchable
     "svg.hashsalt": "kdlens",  # clip-path and marker ids derived from content: same input, same bytes
@@ -41,34 +43,29 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _TAG = re.compile(r"<[^<>]+>")  # user text is escaped, so a raw `<` or `>` only ever delimits a tag
 
 
-# --- input checks (one message template: "Expected `x` to ..., but got ...") ---
-
-def _fail(name: str, expected: str, got: str, fix: str = "", error: type[Exception] = ValueError) -> None:
-    message = f"Expected `{name}` to {expected}, but got {got}."
-    raise error(f"{message} {fix}" if fix else message)
-
+# --- input checks (kdlens.validation's one template: "Expected `x` to be ..., but got ...") ---
 
 def _text(value, name: str) -> str:
     if not isinstance(value, str):
-        _fail(name, "be a str", type(value).__name__, error=TypeError)
+        fail(name, "a str", type(value).__name__, error=TypeError)
     return value
 
 
 def _names(values, name: str, allow_empty: bool = False) -> list[str]:
     """A list of str labels, non-empty unless ``allow_empty``."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        _fail(name, "be a list of str", type(values).__name__, error=TypeError)
+        fail(name, "a list of str", type(values).__name__, error=TypeError)
     if len(values) == 0 and not allow_empty:
-        _fail(name, "be non-empty", "an empty list")
+        fail(name, "non-empty", "an empty list")
     return [_text(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 
 def _mapping(value, name: str, what: str) -> Mapping:
     """A non-empty mapping whose keys are str names."""
     if not isinstance(value, Mapping):
-        _fail(name, f"be a dict of {what}", type(value).__name__, error=TypeError)
+        fail(name, f"a dict of {what}", type(value).__name__, error=TypeError)
     if len(value) == 0:
-        _fail(name, "be non-empty", "an empty dict")
+        fail(name, "non-empty", "an empty dict")
     for key in value:
         _text(key, f"{name} key {key!r}")
     return value
@@ -77,9 +74,9 @@ def _mapping(value, name: str, what: str) -> Mapping:
 def _values(values, name: str, length: int | None = None, per: str = "") -> np.ndarray:
     """Numbers (or None) as a float64 array, shape (len(values),), with NaN where a value is missing."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        _fail(name, "be a list of numbers or None", type(values).__name__, error=TypeError)
+        fail(name, "a list of numbers or None", type(values).__name__, error=TypeError)
     if length is not None and len(values) != length:
-        _fail(name, f"have one value per {per} ({length})", str(len(values)))
+        fail(name, f"one value per {per} ({length})", str(len(values)), verb="have")
     out = np.full(len(values), np.nan)  # (n,)
     for i, v in enumerate(values):
         if v is None:
@@ -87,16 +84,16 @@ def _values(values, name: str, length: int | None = None, per: str = "") -> np.n
         try:
             out[i] = float(v)
         except (TypeError, ValueError):
-            _fail(f"{name}[{i}]", "be a number or None", repr(v), error=TypeError)
+            fail(f"{name}[{i}]", "a number or None", repr(v), error=TypeError)
         if math.isinf(out[i]):
-            _fail(f"{name}[{i}]", "be finite", repr(v), "Pass None for a missing value.")
+            fail(f"{name}[{i}]", "finite", repr(v), "Pass None for a missing value.")
     return out
 
 
 def _in_unit_interval(values: np.ndarray, name: str) -> None:
     bad = ~np.isnan(values) & ((values < 0) | (values > 1))
     if bad.any():
-        _fail(name, "hold values in [0, 1] or None", repr(float(values[bad][0])))
+        fail(name, "values in [0, 1] or None", repr(float(values[bad][0])))
 
 
 # --- rendering ---
@@ -201,14 +198,14 @@ def _check_curve(curve, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     """(confidence, accuracy, count, edges) of one curve; the first three (n_bins,), edges (n_bins + 1,)."""
     keys = ("confidence", "accuracy", "count", "edges")
     if not isinstance(curve, Mapping):
-        _fail(name, "be a dict with keys " + ", ".join(keys), type(curve).__name__, error=TypeError)
+        fail(name, "a dict with keys " + ", ".join(keys), type(curve).__name__, error=TypeError)
     missing = [k for k in keys if k not in curve]
     if missing:
-        _fail(name, "have keys " + ", ".join(keys), f"no {', '.join(missing)}",
-              "Pass the fields of kdlens.measures.reliability_curve as lists.")
+        fail(name, "a dict with keys " + ", ".join(keys), f"no {', '.join(missing)}",
+             "Pass the fields of kdlens.measures.reliability_curve as lists.")
     edges = _values(curve["edges"], f"{name}['edges']")
     if len(edges) < 2 or np.isnan(edges).any() or (np.diff(edges) < 0).any():
-        _fail(f"{name}['edges']", "be at least 2 non-decreasing numbers (n_bins + 1 bin edges)", repr(list(edges)))
+        fail(f"{name}['edges']", "at least 2 non-decreasing numbers (n_bins + 1 bin edges)", repr(list(edges)))
     _in_unit_interval(edges, f"{name}['edges']")
     n_bins = len(edges) - 1
     confidence = _values(curve["confidence"], f"{name}['confidence']", n_bins, "bin")
@@ -217,7 +214,7 @@ def _check_curve(curve, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     _in_unit_interval(confidence, f"{name}['confidence']")
     _in_unit_interval(accuracy, f"{name}['accuracy']")
     if np.isnan(count).any() or (count < 0).any() or (count != np.round(count)).any():
-        _fail(f"{name}['count']", "hold non-negative integers", repr(list(curve["count"])))
+        fail(f"{name}['count']", "non-negative integers", repr(list(curve["count"])))
     return confidence, accuracy, count, edges
 
 
@@ -251,9 +248,9 @@ def cka_heatmap(matrix: list[list[float]], teacher_layers: list[str], student_la
     student_layers = _names(student_layers, "student_layers")
     _text(title, "title")
     if isinstance(matrix, (str, bytes)) or not hasattr(matrix, "__len__"):
-        _fail("matrix", "be a list of rows", type(matrix).__name__, error=TypeError)
+        fail("matrix", "a list of rows", type(matrix).__name__, error=TypeError)
     if len(matrix) != len(teacher_layers):
-        _fail("matrix", f"have one row per teacher layer ({len(teacher_layers)})", str(len(matrix)))
+        fail("matrix", f"one row per teacher layer ({len(teacher_layers)})", str(len(matrix)), verb="have")
     values = np.stack([_values(row, f"matrix[{i}]", len(student_layers), "student layer")
                        for i, row in enumerate(matrix)])  # (n_teacher, n_student)
 
@@ -311,7 +308,7 @@ def pareto_scatter(points: dict[str, tuple[float, float]], front: list[str], xla
     xlabel, ylabel, title = _text(xlabel, "xlabel"), _text(ylabel, "ylabel"), _text(title, "title")
     unknown = [name for name in front if name not in points]
     if unknown:
-        _fail("front", "name only keys of `points`", repr(unknown[0]), f"Known names: {', '.join(points)}.")
+        fail("front", "only keys of `points`", repr(unknown[0]), f"Known names: {', '.join(points)}.", verb="name")
     xy = {}
     for name, point in points.items():
         if point is not None:
@@ -390,7 +387,7 @@ def line_chart(x: list[float], series: dict[str, list[float | None]], xlabel: st
     """
     xs = _values(x, "x")
     if len(xs) == 0 or np.isnan(xs).any():
-        _fail("x", "be a non-empty list of numbers", repr(x))
+        fail("x", "a non-empty list of numbers", repr(x))
     _mapping(series, "series", "y-value lists keyed by series name")
     xlabel, ylabel, title = _text(xlabel, "xlabel"), _text(ylabel, "ylabel"), _text(title, "title")
     ys = {name: _values(y, f"series[{name!r}]", len(xs), "x value") for name, y in series.items()}

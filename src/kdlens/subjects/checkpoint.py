@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import reprlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ def architecture_path(cls: type) -> str:
 
 def save_classifier(model: nn.Module, directory: str | Path, kwargs: dict[str, Any], **metadata: Any) -> Path:
     """Write ``model``'s weights and the recipe to rebuild it (``type(model)(**kwargs)``) into ``directory``."""
+    _check_module(model)
+    _check_kwargs(kwargs)
     directory = Path(directory)
     io.save_tensors(directory / WEIGHTS, model.state_dict())
     io.atomic_write_json(directory / CONFIG, {"architecture": architecture_path(type(model)), "kwargs": kwargs,
@@ -53,6 +56,8 @@ def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_c
     """Instantiate ``"package.module:Class"`` with ``kwargs``."""
     if not isinstance(architecture, str) or ":" not in architecture:
         C.fail("architecture", 'a "package.module:Class" path', repr(architecture))
+    _check_kwargs(kwargs)
+    trust_remote_code = C.check_bool(trust_remote_code, "trust_remote_code")
     module_name, _, attr = architecture.partition(":")
     if not (module_name == "kdlens" or module_name.startswith("kdlens.")) and not trust_remote_code:
         C.fail("architecture", "a kdlens architecture, or trust_remote_code=True", repr(architecture),
@@ -66,6 +71,7 @@ def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_c
 
 def load_weights(model: nn.Module, path: str | Path, device: str = "cpu") -> nn.Module:
     """Load a safetensors state dict into ``model`` strictly: every key present, none unexpected, shapes equal."""
+    _check_module(model)
     path = Path(path)
     if not path.is_file():
         C.fail("weights", "a safetensors file", f"{path} (no such file)", error=FileNotFoundError)
@@ -94,3 +100,14 @@ def load_classifier(directory: str | Path, trust_remote_code: bool = False, devi
     config = io.read_json(directory / CONFIG)
     model = build_architecture(config["architecture"], config.get("kwargs", {}), trust_remote_code)
     return load_weights(model, directory / WEIGHTS, device)
+
+
+def _check_module(model) -> None:
+    if not isinstance(model, nn.Module):
+        C.fail("model", "a torch.nn.Module", type(model).__name__, error=TypeError)
+
+
+def _check_kwargs(kwargs) -> None:
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        C.fail("kwargs", "a dict of the architecture's keyword arguments (str keys)", reprlib.repr(kwargs),
+               "Pass {} for an architecture without arguments.", error=TypeError)

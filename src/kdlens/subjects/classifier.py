@@ -40,6 +40,8 @@ class Classifier:
     def __init__(self, model: nn.Module, name: str = "model") -> None:
         if not isinstance(model, nn.Module):
             C.fail("model", "a torch.nn.Module returning logits", type(model).__name__, error=TypeError)
+        if not isinstance(name, str):
+            C.fail("name", "a str (how reports refer to the model)", type(name).__name__, error=TypeError)
         self.model = model
         self.name = name
 
@@ -55,6 +57,8 @@ class Classifier:
 
     def resolve(self, layer: str) -> nn.Module:
         """The module at ``layer``; accepts names with or without a DDP ``module.`` prefix."""
+        if not isinstance(layer, str):
+            C.fail("layer", "a named_modules() name (a str)", type(layer).__name__, error=TypeError)
         modules = dict(self.model.named_modules())
         for candidate in (layer, f"module.{layer}", layer.removeprefix("module.")):
             if candidate and candidate in modules:
@@ -72,6 +76,7 @@ class Classifier:
         The dict is filled as the model runs; a layer called twice keeps its last output. ``detach=False`` keeps
         the autograd graph (for feature losses and GradCAM). Hooks are removed on exit, whatever happens.
         """
+        detach = C.check_bool(detach, "detach")
         if isinstance(layers, str):
             layers = [layers]
         targets = {layer: self.resolve(layer) for layer in layers}
@@ -109,6 +114,7 @@ class Classifier:
     @torch.no_grad()
     def logits(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """(n, n_classes) logits in eval mode, without gradients; the model's training mode is restored after."""
+        inputs, batch_size = _check_inputs(inputs), C.check_int(batch_size, "batch_size", 1)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -119,7 +125,11 @@ class Classifier:
 
     @torch.no_grad()
     def run(self, inputs: torch.Tensor, layers: Sequence[str] = (), batch_size: int = 512):
-        """Logits and the activations of ``layers`` for every input, in eval mode; returns (logits, dict)."""
+        """Logits and the activations of ``layers`` (a name or a list) for every input, in eval mode; returns
+        (logits, dict)."""
+        inputs, batch_size = _check_inputs(inputs), C.check_int(batch_size, "batch_size", 1)
+        if isinstance(layers, str):
+            layers = [layers]
         was_training = self.model.training
         self.model.eval()
         logits, acts = [], {layer: [] for layer in layers}
@@ -133,3 +143,18 @@ class Classifier:
         finally:
             self.model.train(was_training)
         return torch.cat(logits), {layer: torch.cat(parts) for layer, parts in acts.items()}
+
+
+def _check_inputs(inputs) -> torch.Tensor:
+    """A non-empty (n, ...) tensor, finite where it holds floats (token ids are integers and pass as they are)."""
+    if not isinstance(inputs, torch.Tensor):
+        C.fail("inputs", "a torch.Tensor batch (examples along dim 0)", type(inputs).__name__,
+               "Convert it with torch.as_tensor(...) first.", error=TypeError)
+    if inputs.ndim < 1 or inputs.shape[0] < 1:
+        C.fail("inputs", "a non-empty batch of shape (n, ...)", f"shape {tuple(inputs.shape)}")
+    if inputs.is_floating_point():
+        bad = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(1)  # (n,)
+        if bool(bad.any()):
+            C.fail("inputs", "finite", f"NaN or inf in {int(bad.sum())} of {inputs.shape[0]} examples (the first "
+                   f"is {int(bad.nonzero()[0])})", "Clean or drop those examples before running the model.")
+    return inputs

@@ -76,11 +76,13 @@ def build_word_tokenizer(texts: Iterable[str], extra_tokens: Sequence[str] = (),
     if isinstance(texts, str):
         C.fail("texts", "an iterable of strings (the corpus)", "a single str", "Wrap it in a list: [text].",
                error=TypeError)
+    if not isinstance(texts, Iterable):
+        C.fail("texts", "an iterable of strings (the corpus)", type(texts).__name__, error=TypeError)
     if isinstance(extra_tokens, str):
         C.fail("extra_tokens", "a sequence of strings", "a single str", "Wrap it in a list: [token].",
                error=TypeError)
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        C.fail("min_count", "a positive integer", repr(min_count), "1 keeps every word seen.")
+    min_count = C.check_int(min_count, "min_count", 1, "1 keeps every word seen.")
+    lowercase = C.check_bool(lowercase, "lowercase")
     C.check_choice(padding_side, "padding_side", ("right", "left"))
 
     normalizer, pre_tokenizer = _pipeline(lowercase)

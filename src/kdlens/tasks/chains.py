@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from kdlens.config import StrictModel
-from kdlens.tasks._text import (
+from kdlens.tasks.text import (
     SPLITS,
     TraceCheck,
     answer_in,

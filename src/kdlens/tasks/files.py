@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from kdlens import io
 from kdlens.config import did_you_mean
 from kdlens.progress import progress_bar
-from kdlens.validation import fail
+from kdlens.validation import check_int, fail
 
 TENSOR_KEYS = ("inputs", "labels", "masks", "difficulty", "counterfactuals", "counterfactual_targets")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -363,9 +363,9 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None, ma
     if not root.is_dir():
         fail("root", "a folder of class subfolders (root/<class>/<image>)", f"{root} (no such folder)",
              error=FileNotFoundError)
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer))
-                                   or image_size < 1):
-        fail("image_size", "a positive integer (pixels) or None", repr(image_size))
+    if image_size is not None:
+        image_size = check_int(image_size, "image_size", 1,
+                               "It is the side in pixels; None keeps the images' own size.")
     masks_root = None if masks is None else Path(masks)
     if masks_root is not None and not masks_root.is_dir():
         fail("masks", "a folder of masks laid out like `root`", f"{masks_root} (no such folder)",

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 from torch.utils.data import Dataset
 
 from kdlens.config import StrictModel, did_you_mean
+from kdlens.validation import check_int
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar", "semicircle")
 SPLITS = ("train", "transfer", "test", "test_shifted")
@@ -252,8 +253,7 @@ def make_split(config: ShapesConfig | None = None, split: str = "train", n: int 
     if split not in SPLITS:
         raise ValueError(f"Expected `split` to be one of {', '.join(map(repr, SPLITS))}, but got {split!r}."
                          f"{did_you_mean(split, SPLITS)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"Expected `n` to be a positive integer, but got {n!r}.")
+    n = check_int(n, "n", 1)
     # whole chunks, the last one cut: a split's first k examples are the same whatever n is
     if cues is not None:
         _check_cues(cues, n, config.n_classes)

@@ -1,179 +1,24 @@
-"""What kdlens needs from a causal language model: text scoring, hidden states, token logits and generation.
+"""The :class:`LanguageModel`: a causal LM and its tokenizer, with the text-level operations kdlens needs.
 
-A :class:`LanguageModel` pairs a Hugging Face ``AutoModelForCausalLM`` with its (fast) tokenizer. Text is the
-common ground between a teacher and a student that tokenize differently: every result carries the character span
-of each token, so per-token numbers can be mapped back to words or sentences (:func:`pool_by_spans`).
-
-Loading is safe by default: a local directory only, weights from safetensors only (never pickle), and no code from
-the checkpoint unless ``trust_remote_code=True``. Every method runs the model in eval mode without gradients and
-restores the model's mode afterwards.
+Scoring, hidden states and token logits carry the character span of each token, so per-token numbers map back to
+words or sentences (:func:`~kdlens.subjects.lm.spans.pool_by_spans`). Every method runs the model in eval mode
+without gradients and restores the model's mode afterwards.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kdlens import io
 from kdlens import validation as C
-
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-Span = tuple[int, int]
-
-
-@dataclass
-class ContinuationScore:
-    """Log-probabilities of a continuation's tokens given its context (natural log, nats).
-
-    ``token_logprobs`` (k,) float32; ``tokens`` the k token strings; ``offsets`` their (start, end) character spans
-    in the continuation string; ``total`` their sum (accumulated in float64); ``mean`` the sum over k.
-    """
-
-    token_logprobs: torch.Tensor
-    tokens: list[str]
-    offsets: list[Span]
-    total: float
-    mean: float
-
-
-@dataclass
-class HiddenStates:
-    """Per-token hidden states of one text: ``layers`` maps "embed", "layers.0", ... to (T, d) float32 tensors."""
-
-    layers: dict[str, torch.Tensor]
-    offsets: list[Span]
-    tokens: list[str]
-
-
-@dataclass
-class TokenLogits:
-    """Next-token logits of one text: ``logits`` (T, V) float32, row t predicting token t + 1; ``input_ids`` (T,)."""
-
-    logits: torch.Tensor
-    input_ids: torch.Tensor
-    offsets: list[Span]
-    tokens: list[str]
-
-
-@dataclass
-class Encoding:
-    """One text's token ids (special tokens included) and their character spans (empty when not asked for)."""
-
-    ids: list[int]
-    offsets: list[Span]
-
-
-def _transformers():
-    try:
-        import transformers
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("Language models need transformers: pip install 'kdlens[lm]'.") from error
-    return transformers
-
-
-def check_texts(texts, name: str) -> list[str]:
-    """A non-empty list of str (a lone str is a mistake: iterating it would give characters)."""
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        C.fail(name, "a list of str", type(texts).__name__, f"Wrap a single text in a list: [{name[:-1]}].",
-               error=TypeError)
-    if len(texts) == 0:
-        C.fail(name, "a non-empty list of str", "an empty list")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            C.fail(f"{name}[{i}]", "a str", type(text).__name__, error=TypeError)
-    return list(texts)
-
-
-def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        C.fail("batch_size", "a positive integer", repr(batch_size), "16 suits small models on a CPU.")
-    return batch_size
-
-
-def _check_dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
-    if dtype not in DTYPES:
-        C.fail("dtype", 'None, "float32", "bfloat16", "float16" or a floating torch.dtype', repr(dtype))
-    return DTYPES[dtype]
-
-
-def _check_checkpoint(path: Path) -> None:
-    """A local folder with config.json and safetensors weights; pickle weights are refused with the way out."""
-    if not path.exists():
-        C.fail("path", "a local model directory", f"{str(path)!r}, which does not exist",
-               "Models load from a local folder only (nothing is downloaded); save one with save_pretrained(dir).",
-               error=FileNotFoundError)
-    if not path.is_dir():
-        C.fail("path", "a model directory (config.json, model.safetensors, tokenizer files)", f"the file {path}",
-               "Pass the folder that holds it.", error=NotADirectoryError)
-    if not (path / "config.json").is_file():
-        C.fail("path", "a model directory with config.json", f"{path} without it",
-               "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
-    if any((path / name).is_file() for name in SAFE_WEIGHTS):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES)
-                     or p.name.endswith(".bin.index.json"))
-    if pickles:
-        C.fail("path", "a model directory with safetensors weights (model.safetensors)",
-               f"{path} with pickle weights only ({', '.join(pickles)})",
-               "kdlens never unpickles weights (loading a pickle can run code). If you trust the file, convert "
-               "it once: AutoModelForCausalLM.from_pretrained(dir, use_safetensors=False).save_pretrained(dir) "
-               "writes model.safetensors (transformers 4.x: pass safe_serialization=True); then load it here.")
-    C.fail("path", "a model directory with safetensors weights (model.safetensors)", f"{path} without weights",
-           "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
-
-
-@contextmanager
-def quiet_transformers():
-    """Hide transformers' own per-file bars ("Loading weights", "Writing model shards") for a moment: kdlens shows
-    its own progress, and a run's log should not fill with them. The setting is restored afterwards."""
-    logging = _transformers().utils.logging
-    enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            logging.enable_progress_bar()
-
-
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    """The folder's tokenizer as saved.
-
-    A generic fast tokenizer (tokenizer_config.json naming ``TokenizersBackend`` / ``PreTrainedTokenizerFast``) is
-    its tokenizer.json, loaded as is. ``AutoTokenizer`` is not used for it: transformers 5 replaces the class with
-    the model type's own for some types (qwen2, phi3, ...), which rebuilds the pre-tokenizer and normaliser from the
-    vocabulary, so a word-level tokenizer saved beside a Qwen2 model would silently tokenize differently.
-    """
-    path = Path(path)
-    transformers = _transformers()
-    config = path / "tokenizer_config.json"
-    declared = io.read_json(config).get("tokenizer_class") if config.is_file() else None
-    if declared in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
-        return transformers.PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
-    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-
-
-def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) token ids and attention mask from ragged rows, padded on ``side``."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        cols = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
-        ids[i, cols] = torch.tensor(row, dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
+from kdlens.subjects.lm.batching import inference, pad_rows
+from kdlens.subjects.lm.checks import check_batch_size, check_texts
+from kdlens.subjects.lm.load import import_transformers, load_pretrained
+from kdlens.subjects.lm.results import ContinuationScore, Encoding, HiddenStates, TokenLogits
+from kdlens.subjects.lm.vocabulary import vocabulary_difference
 
 
 class LanguageModel:
@@ -189,6 +34,7 @@ class LanguageModel:
     --------
     >>> import torch
     >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from kdlens.subjects.lm import pool_by_spans, word_spans
     >>> from kdlens.subjects.word_tokenizer import build_word_tokenizer
     >>> tok = build_word_tokenizer(["the cat sat on the mat ."])
     >>> _ = torch.manual_seed(0)
@@ -208,13 +54,15 @@ class LanguageModel:
     """
 
     def __init__(self, model: nn.Module, tokenizer, name: str = "model") -> None:
-        transformers = _transformers()
+        transformers = import_transformers()
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             C.fail("model", "a Hugging Face causal LM (AutoModelForCausalLM)", type(model).__name__,
                    error=TypeError)
         if not isinstance(tokenizer, transformers.PreTrainedTokenizerBase):
             C.fail("tokenizer", "a Hugging Face tokenizer (AutoTokenizer)", type(tokenizer).__name__,
                    error=TypeError)
+        if not isinstance(name, str):
+            C.fail("name", "a str (how reports refer to the model)", type(name).__name__, error=TypeError)
         self.model, self.tokenizer, self.name = model, tokenizer, name
 
     @classmethod
@@ -234,20 +82,7 @@ class LanguageModel:
         FileNotFoundError: Expected `path` to be a local model directory, but got 'no/such/dir', which does not ...
         """
         path = Path(path)
-        torch_dtype = _check_dtype(dtype)
-        if not isinstance(trust_remote_code, bool):
-            C.fail("trust_remote_code", "True or False", repr(trust_remote_code), error=TypeError)
-        _check_checkpoint(path)
-        transformers = _transformers()
-        # transformers renamed `torch_dtype` to `dtype` in 4.56 (the old name warns in 5.x).
-        major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-        with quiet_transformers():
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
-                **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
-        tokenizer = load_tokenizer(path, trust_remote_code)
-        model.to(device).eval()
+        model, tokenizer = load_pretrained(path, dtype, device, trust_remote_code)
         return cls(model, tokenizer, name or path.name)
 
     # ---- properties ---------------------------------------------------------------------------------------------
@@ -291,6 +126,9 @@ class LanguageModel:
         ``name`` (with ``{i}`` for the index) is how an error names a text too long for the model, counting
         ``extra_positions`` tokens still to be generated.
         """
+        texts = check_texts(texts, "texts")
+        extra_positions = C.check_int(extra_positions, "extra_positions", 0)
+        offsets = C.check_bool(offsets, "offsets")
         if offsets and not self.tokenizer.is_fast:
             C.fail("tokenizer", "a fast tokenizer (character offsets are needed)", type(self.tokenizer).__name__,
                    "Load it with AutoTokenizer.from_pretrained(dir, use_fast=True) from a folder with "
@@ -307,19 +145,8 @@ class LanguageModel:
                        f"{needed} ({len(text)} characters)", "Shorten the text (or generate fewer tokens).")
         return out
 
-    @contextmanager
-    def _inference(self) -> Iterator[None]:
-        """Eval mode and no gradients for the block; the model's mode is restored afterwards."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.model.train(was_training)
-
     def _forward(self, rows: list[list[int]], **kwargs):
-        ids, mask = _pad(rows, self.pad_token_id, "right")
+        ids, mask = pad_rows(rows, self.pad_token_id, "right")
         return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
 
     def _batches(self, texts: list[str], batch_size: int, **kwargs) -> Iterator[tuple[list, object]]:
@@ -327,7 +154,7 @@ class LanguageModel:
         texts = check_texts(texts, "texts")
         batch_size = check_batch_size(batch_size)
         encodings = self.encode(texts)
-        with self._inference():
+        with inference(self.model):
             for lo in range(0, len(encodings), batch_size):
                 chunk = encodings[lo:lo + batch_size]
                 yield chunk, self._forward([e.ids for e in chunk], **kwargs)
@@ -381,7 +208,7 @@ class LanguageModel:
             positions.append(picked)
 
         results = []
-        with self._inference():
+        with inference(self.model):
             for lo in range(0, len(encodings), batch_size):
                 chunk = encodings[lo:lo + batch_size]
                 logits = self._forward([e.ids for e in chunk]).logits  # (B, T, V)
@@ -427,8 +254,8 @@ class LanguageModel:
     def generate(self, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
                  stop: str | None = None) -> list[str]:
-        """Continue each prompt; greedy by default. See :func:`kdlens.subjects.lm_generate.generate`."""
-        from kdlens.subjects.lm_generate import generate
+        """Continue each prompt; greedy by default. See :func:`kdlens.subjects.lm.generation.generate`."""
+        from kdlens.subjects.lm.generation import generate  # here: generation imports transformers
 
         return generate(self, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                         top_p=top_p, seed=seed, batch_size=batch_size, stop=stop)
@@ -437,23 +264,10 @@ class LanguageModel:
         """True when both tokenizers map the same tokens to the same ids and both logits have the same width."""
         if not isinstance(other, LanguageModel):
             C.fail("other", "a LanguageModel", type(other).__name__, error=TypeError)
-        return _vocabulary_difference(self, other) is None
+        return vocabulary_difference(self, other) is None
 
     def __repr__(self) -> str:
         return f"LanguageModel({self.name!r}, {type(self.model).__name__}, vocab {len(self.tokenizer)})"
-
-
-def _vocabulary_difference(teacher: LanguageModel, student: LanguageModel) -> str | None:
-    t_vocab, s_vocab = teacher.tokenizer.get_vocab(), student.tokenizer.get_vocab()
-    if t_vocab != s_vocab:
-        t_tokens = {i: tok for tok, i in t_vocab.items()}
-        s_tokens = {i: tok for tok, i in s_vocab.items()}
-        first = next(i for i in range(max(len(t_vocab), len(s_vocab)) + 1) if t_tokens.get(i) != s_tokens.get(i))
-        return (f"teacher has {len(t_vocab)} tokens, student {len(s_vocab)}; the first differing token is id "
-                f"{first} (teacher {t_tokens.get(first)!r}, student {s_tokens.get(first)!r})")
-    if teacher.vocab_size != student.vocab_size:
-        return f"one tokenizer but logits of width {teacher.vocab_size} (teacher) and {student.vocab_size} (student)"
-    return None
 
 
 def check_same_vocabulary(teacher: LanguageModel, student: LanguageModel) -> None:
@@ -461,59 +275,7 @@ def check_same_vocabulary(teacher: LanguageModel, student: LanguageModel) -> Non
     for name, lm in (("teacher", teacher), ("student", student)):
         if not isinstance(lm, LanguageModel):
             C.fail(name, "a LanguageModel", type(lm).__name__, error=TypeError)
-    difference = _vocabulary_difference(teacher, student)
+    difference = vocabulary_difference(teacher, student)
     if difference is not None:
         C.fail("student", "a model with the teacher's vocabulary (token-level KD needs one vocabulary)", difference,
                "Use sequence-level KD (train on the teacher's generated text) instead.")
-
-
-def word_spans(text: str) -> list[Span]:
-    """(start, end) character spans of the whitespace-separated words of ``text``.
-
-    >>> word_spans("the cat  sat.")
-    [(0, 3), (4, 7), (9, 13)]
-    """
-    return [match.span() for match in re.finditer(r"\S+", text)]
-
-
-def pool_by_spans(states: torch.Tensor, offsets: Sequence[Span], spans: Sequence[Span]) -> torch.Tensor:
-    """Average the token states that overlap each character span: one row per span, whatever the tokenizer.
-
-    Two models that tokenize a text differently give comparable (len(spans), d) matrices this way (per word with
-    :func:`word_spans`, per sentence, per answer). A token overlaps [start, end) when its own non-empty span
-    intersects it; special tokens (empty spans) never count.
-
-    Parameters
-    ----------
-    states : (T, d) tensor, one row per token
-    offsets : T (start, end) character spans of the tokens
-    spans : (start, end) character spans to pool over
-
-    Returns
-    -------
-    (len(spans), d) tensor in ``states``' dtype
-
-    Examples
-    --------
-    >>> states = torch.tensor([[0.0], [1.0], [3.0], [5.0]])
-    >>> pool_by_spans(states, [(0, 0), (0, 2), (2, 4), (5, 8)], [(0, 4), (5, 8)])
-    tensor([[2.],
-            [5.]])
-    """
-    states = C.as_float(states, "states")
-    C.check_ndim(states, "states", 2, "(T, d)")
-    if len(offsets) != states.shape[0]:
-        C.fail("offsets", f"one span per row of states ({states.shape[0]})", f"{len(offsets)} spans")
-    if len(spans) == 0:
-        C.fail("spans", "at least one (start, end) span", "none")
-    tok = torch.as_tensor([tuple(o) for o in offsets], dtype=torch.long).reshape(-1, 2)  # (T, 2)
-    want = torch.as_tensor([tuple(s) for s in spans], dtype=torch.long).reshape(-1, 2)  # (S, 2)
-    overlap = ((tok[None, :, 0] < want[:, None, 1]) & (tok[None, :, 1] > want[:, None, 0])
-               & (tok[None, :, 1] > tok[None, :, 0]))  # (S, T)
-    counts = overlap.sum(1)  # (S,)
-    if bool((counts == 0).any()):
-        i = int((counts == 0).nonzero()[0])
-        C.fail(f"spans[{i}]", "a span that overlaps at least one token", f"{tuple(spans[i])}, which overlaps none",
-               "Spans are character positions in the text the offsets came from; whitespace alone has no tokens.")
-    weights = overlap.to(states.dtype) / counts[:, None].to(states.dtype)  # (S, T), rows sum to 1
-    return weights.to(states.device) @ states  # (S, d)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kdlens.config import did_you_mean
-from kdlens.validation import fail
+from kdlens.validation import check_int, fail
 
 SPLITS = ("train", "validation", "test")
 STYLES = ("teacher", "student")
@@ -147,8 +147,7 @@ def draw_split(task: str, draw: Callable[[random.Random], Example], seed: int, s
     """``n`` examples of ``split``, drawn in chunks of ``CHUNK`` from streams seeded by (task, seed, split, chunk)."""
     if split not in SPLITS:
         fail("split", "one of " + ", ".join(map(repr, SPLITS)), repr(split), did_you_mean(split, SPLITS).strip())
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        fail("n", "a positive integer", repr(n))
+    n = check_int(n, "n", 1)
     examples = []
     for chunk in range(math.ceil(n / CHUNK)):
         digest = hashlib.sha256(f"kdlens.{task}/{seed}/{split}/{chunk}".encode()).digest()

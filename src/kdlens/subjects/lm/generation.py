@@ -1,5 +1,7 @@
 """Batched generation for a :class:`~kdlens.subjects.lm.LanguageModel`: greedy or seeded sampling, text out.
 
+The functions here take the LanguageModel as ``lm`` and use its public side only (``encode``, ``model``,
+``tokenizer``, ``pad_token_id``, ``device``): the class imports this module, never the other way round.
 Prompts are left-padded by hand (ids and attention mask built here), so the tokenizer's ``padding_side`` is never
 touched. Decoding goes through ``transformers``' ``generate`` with every knob that picks tokens set explicitly:
 transformers fills the knobs a call leaves unset from the checkpoint's ``generation_config.json`` (a ``top_k`` or
@@ -10,33 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import StoppingCriteria
 
 from kdlens import validation as C
-from kdlens.subjects.lm import _pad, check_batch_size, check_texts
-
-if TYPE_CHECKING:
-    from kdlens.subjects.lm import LanguageModel
+from kdlens.subjects.lm.batching import inference, pad_rows
+from kdlens.subjects.lm.checks import check_batch_size, check_texts
 
 
-def _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        C.fail("max_new_tokens", "a positive integer", repr(max_new_tokens))
-    if not isinstance(do_sample, bool):
-        C.fail("do_sample", "True or False", repr(do_sample), error=TypeError)
+def _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop) -> tuple[int, bool, int]:
+    """(max_new_tokens, do_sample, seed) as int, bool, int once every decoding option is checked."""
+    max_new_tokens = C.check_int(max_new_tokens, "max_new_tokens", 1)
+    do_sample = C.check_bool(do_sample, "do_sample")
     C.check_positive(temperature, "temperature")
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         C.fail("top_p", "a number in (0, 1]", repr(top_p), "1.0 samples from the whole distribution.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        C.fail("seed", "an integer", repr(seed), error=TypeError)
+    seed = C.check_int(seed, "seed")
     if stop is not None and (not isinstance(stop, str) or not stop):
         C.fail("stop", "None or a non-empty str", repr(stop))
+    return max_new_tokens, do_sample, seed
 
 
-def eos_token_ids(lm: LanguageModel) -> list[int]:
+def eos_token_ids(lm) -> list[int]:
     """The ids that end a generation: the tokenizer's eos and any the model's generation config names."""
     ids = [lm.tokenizer.eos_token_id]
     configured = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
@@ -44,7 +42,7 @@ def eos_token_ids(lm: LanguageModel) -> list[int]:
     return sorted({int(i) for i in ids if i is not None})
 
 
-def _generation_config(lm: LanguageModel, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float):
+def _generation_config(lm, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float):
     from transformers import GenerationConfig
 
     knobs = dict(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=do_sample, num_beams=1,
@@ -99,7 +97,7 @@ def _continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int], hea
     return tokenizer.decode(new_ids, skip_special_tokens=True)
 
 
-def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
+def generate(lm, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
              stop: str | None = None) -> list[str]:
     """Continue each prompt and return only the new text.
@@ -112,7 +110,7 @@ def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do
 
     Parameters
     ----------
-    lm : the LanguageModel
+    lm : a :class:`~kdlens.subjects.lm.LanguageModel`
     prompts : list of n str
     max_new_tokens : int >= 1; prompt tokens + max_new_tokens must fit the model's max positions
     do_sample, temperature, top_p, seed : decoding; temperature > 0, top_p in (0, 1]
@@ -139,7 +137,7 @@ def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do
     """
     prompts = check_texts(prompts, "prompts")
     batch_size = check_batch_size(batch_size)
-    _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop)
+    max_new_tokens, do_sample, seed = _check_options(max_new_tokens, do_sample, temperature, top_p, seed, stop)
     encodings = lm.encode(prompts, "prompts[{i}]", extra_positions=max_new_tokens, offsets=False)
     for i, e in enumerate(encodings):
         if not e.ids:
@@ -149,10 +147,10 @@ def generate(lm: LanguageModel, prompts: list[str], max_new_tokens: int = 64, do
     stops = set(eos_token_ids(lm))
     device = lm.device
     texts = []
-    with lm._inference(), (_seeded(seed, device) if do_sample else nullcontext()):
+    with inference(lm.model), (_seeded(seed, device) if do_sample else nullcontext()):
         for lo in range(0, len(encodings), batch_size):
             chunk = encodings[lo:lo + batch_size]
-            ids, mask = _pad([e.ids for e in chunk], lm.pad_token_id, "left")  # (B, T)
+            ids, mask = pad_rows([e.ids for e in chunk], lm.pad_token_id, "left")  # (B, T)
             ended_at_stop = [] if stop is None else [_StopString(lm.tokenizer, [e.ids for e in chunk], ids.shape[1],
                                                                    stop, stops)]
             out = lm.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),

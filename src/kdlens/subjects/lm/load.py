@@ -1,0 +1,116 @@
+"""Loading a causal LM from a local folder, safely: checkpoint checks, the tokenizer as saved, the model itself.
+
+Safe by default: a local directory only (nothing is downloaded), weights from safetensors only (never pickle), and no
+code from the checkpoint unless ``trust_remote_code=True``. transformers is imported when it is first needed, so
+kdlens' classifiers work without the ``lm`` extra.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdlens import io
+from kdlens import validation as C
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def import_transformers():
+    """The ``transformers`` module, or an ImportError saying how to install it."""
+    try:
+        import transformers
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("Language models need transformers: pip install 'kdlens[lm]'.") from error
+    return transformers
+
+
+def load_pretrained(path: Path, dtype: str | torch.dtype | None, device: str | torch.device,
+                    trust_remote_code: bool) -> tuple[nn.Module, object]:
+    """(model in eval mode on ``device``, tokenizer) from a local ``save_pretrained`` folder; the arguments are
+    checked here (see :meth:`~kdlens.subjects.lm.LanguageModel.from_pretrained`)."""
+    torch_dtype = _check_dtype(dtype)
+    trust_remote_code = C.check_bool(trust_remote_code, "trust_remote_code")
+    _check_checkpoint(path)
+    transformers = import_transformers()
+    # transformers renamed `torch_dtype` to `dtype` in 4.56 (the old name warns in 5.x).
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    with quiet_transformers():
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
+            **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    model.to(device).eval()
+    return model, tokenizer
+
+
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' own per-file bars ("Loading weights", "Writing model shards") for a moment: kdlens shows
+    its own progress, and a run's log should not fill with them. The setting is restored afterwards."""
+    logging = import_transformers().utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """The folder's tokenizer as saved.
+
+    A generic fast tokenizer (tokenizer_config.json naming ``TokenizersBackend`` / ``PreTrainedTokenizerFast``) is
+    its tokenizer.json, loaded as is. ``AutoTokenizer`` is not used for it: transformers 5 replaces the class with
+    the model type's own for some types (qwen2, phi3, ...), which rebuilds the pre-tokenizer and normaliser from the
+    vocabulary, so a word-level tokenizer saved beside a Qwen2 model would silently tokenize differently.
+    """
+    path = Path(path)
+    transformers = import_transformers()
+    config = path / "tokenizer_config.json"
+    declared = io.read_json(config).get("tokenizer_class") if config.is_file() else None
+    if declared in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
+        return transformers.PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+
+
+def _check_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if dtype not in DTYPES:
+        C.fail("dtype", 'None, "float32", "bfloat16", "float16" or a floating torch.dtype', repr(dtype))
+    return DTYPES[dtype]
+
+
+def _check_checkpoint(path: Path) -> None:
+    """A local folder with config.json and safetensors weights; pickle weights are refused with the way out."""
+    if not path.exists():
+        C.fail("path", "a local model directory", f"{str(path)!r}, which does not exist",
+               "Models load from a local folder only (nothing is downloaded); save one with save_pretrained(dir).",
+               error=FileNotFoundError)
+    if not path.is_dir():
+        C.fail("path", "a model directory (config.json, model.safetensors, tokenizer files)", f"the file {path}",
+               "Pass the folder that holds it.", error=NotADirectoryError)
+    if not (path / "config.json").is_file():
+        C.fail("path", "a model directory with config.json", f"{path} without it",
+               "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
+    if any((path / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES)
+                     or p.name.endswith(".bin.index.json"))
+    if pickles:
+        C.fail("path", "a model directory with safetensors weights (model.safetensors)",
+               f"{path} with pickle weights only ({', '.join(pickles)})",
+               "kdlens never unpickles weights (loading a pickle can run code). If you trust the file, convert "
+               "it once: AutoModelForCausalLM.from_pretrained(dir, use_safetensors=False).save_pretrained(dir) "
+               "writes model.safetensors (transformers 4.x: pass safe_serialization=True); then load it here.")
+    C.fail("path", "a model directory with safetensors weights (model.safetensors)", f"{path} without weights",
+           "Save the model with model.save_pretrained(dir).", error=FileNotFoundError)
