@@ -14,6 +14,7 @@ The bootstrap intervals (``calibration_intervals``) resample with the same piece
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -33,6 +34,14 @@ class ReliabilityCurve(NamedTuple):
     accuracy: torch.Tensor  # (n_bins,) float64, fraction correct in each bin
     count: torch.Tensor  # (n_bins,) int64, examples in each bin
     edges: torch.Tensor  # (n_bins + 1,) float64; for mass binning, the confidences where bins meet
+
+    def to_lists(self) -> dict[str, list]:
+        """The curve as JSON-ready lists, an empty bin's NaN as None (JSON has no NaN)."""
+        def listed(values: torch.Tensor) -> list:
+            return [None if math.isnan(v) else v for v in values.tolist()]
+
+        return {"confidence": listed(self.confidence), "accuracy": listed(self.accuracy),
+                "count": self.count.tolist(), "edges": self.edges.tolist()}
 
 
 def _width_edges(n_bins: int, device=None) -> torch.Tensor:

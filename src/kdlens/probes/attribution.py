@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlens import validation as C
-from kdlens.probes._attribution_common import (
+from kdlens.probes.attribution_common import (
     check_batch,
     check_model,
     check_target,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kdlens import validation as C
-from kdlens.probes._attribution_common import (
+from kdlens.probes.attribution_common import (
     check_batch,
     check_model,
     check_target,

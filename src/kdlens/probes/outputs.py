@@ -7,7 +7,6 @@ over shards into each model's figures, and :func:`example_rows` into one row per
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -96,18 +95,7 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict
             "temperature": temperature, "temperature_at_bound": temperature in TEMPERATURE_BOUNDS,
             "ece_temperature_scaled": M.expected_calibration_error((logits.double() / temperature).softmax(-1),
                                                                    labels, n_bins=n_bins, norm="l1"),
-            "reliability": curve_lists(curve)}
-
-
-def curve_lists(curve: M.ReliabilityCurve) -> dict:
-    """A reliability curve as JSON-ready lists (null for an empty bin)."""
-    return {"confidence": nan_to_none(curve.confidence), "accuracy": nan_to_none(curve.accuracy),
-            "count": curve.count.tolist(), "edges": curve.edges.tolist()}
-
-
-def nan_to_none(values: torch.Tensor) -> list:
-    """A tensor's values as a list, NaN as None (JSON has no NaN)."""
-    return [None if math.isnan(v) else v for v in values.tolist()]
+            "reliability": curve.to_lists()}
 
 
 def example_rows(logits: dict[str, torch.Tensor], labels: torch.Tensor, split: str) -> list[dict]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlens import validation as C
-from kdlens.probes._attribution_common import evaluating
+from kdlens.probes.attribution_common import evaluating
 from kdlens.subjects import Classifier
 
 

@@ -186,10 +186,6 @@ def calibration_summary(confidence: torch.Tensor, correct: torch.Tensor, n_bins:
         curve = M.confidence_reliability_curve(c, ok, n_bins)
         out.update(ece=M.confidence_calibration_error(c, ok, n_bins=n_bins), mean_confidence=float(c.mean()),
                    accuracy=float(ok.double().mean()),
-                   reliability={"confidence": _listed(curve.confidence), "accuracy": _listed(curve.accuracy),
-                                "count": curve.count.tolist(), "edges": curve.edges.tolist()})
+                   reliability=curve.to_lists())
     return out
 
-
-def _listed(values: torch.Tensor) -> list:
-    return [None if math.isnan(v) else v for v in values.tolist()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdlens.probes._attribution_common import evaluating
+from kdlens.probes.attribution_common import evaluating
 from kdlens.subjects import Classifier
 
 

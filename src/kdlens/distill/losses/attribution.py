@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlens.distill.losses._common import (
+from kdlens.distill.losses.common import (
     EPS,
     check_features,
     check_tensor,

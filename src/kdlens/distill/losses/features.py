@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlens.distill.losses._common import (
+from kdlens.distill.losses.common import (
     EPS,
     PROJECTOR_KINDS,
     check_batch_size,

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlens.distill.losses._common import (
+from kdlens.distill.losses.common import (
     CALIBRATION_KINDS,
     check_choice,
     check_logits,
