@@ -228,3 +228,18 @@ def test_demo_config_audits_four_lab_students_against_both_baselines(tmp_path):
     assert list(config.students) == list(DEMO_STUDENTS) and set(DEMO_STUDENTS) <= set(STUDENTS)
     assert set(config.baselines) == {"teacher_reseeded", "untrained_student"}
     assert config.run_dir == str(tmp_path / "demo") and config.teacher.lab_root == str(tmp_path / "lab")
+
+
+def test_the_scorecard_is_never_cut_off_a_terminal(capsys):
+    from kdlens import cli
+
+    verdict = "Recommended. " + "A long verdict that names every risk it found, " * 4 + "to the end."
+    student = {"verdict": "recommended", "verdict_text": verdict, "score": 0.8123456, "accuracy": 0.9876543,
+               "accuracy_shifted": 0.5, "agreement": 0.97, "ece": 0.0312, "attribution_spearman": 0.83,
+               "right_for_wrong_reasons": 0.153, "cue_flip_rate": 0.164}
+    name = "a_student_with_a_long_name"
+    results = {"kind": "classifier", "students": {name: student},
+               "scorecard": {"chosen": name, "chosen_by_accuracy": name}}
+    cli._print_scorecard(results)
+    out = capsys.readouterr().out
+    assert "…" not in out and "a_student_with_a_long_name" in out and "0.988" in out and "to the end." in out

@@ -202,7 +202,7 @@ def _report(run_dir: Path) -> None:
     with console.status("drawing the report"):
         path = render(run_dir)
     console.print(f"report: [bold]{escape(str(path.resolve()))}[/bold]")
-    console.print(f"summary: {escape(str((run_dir / 'summary.md').resolve()))}")
+    console.print(f"summary: {escape(str(path.with_name('summary.md').resolve()))}")
 
 
 SCORECARD_COLUMNS = {  # per audit kind (results.json's "kind"): metric -> column header

@@ -14,6 +14,7 @@ from kdlens.audit.scorecard import Wording
 from kdlens.config import StrictModel, did_you_mean
 from kdlens.rundir import RunDir
 from kdlens.stages import StageRunner
+from kdlens.validation import fail
 
 
 @dataclass
@@ -69,8 +70,7 @@ def kind_for_task(task: Any) -> AuditKind:
     if task is None:
         return kinds()["classifier"]
     if task not in by_task:
-        raise ValueError(f"Expected `data.task` to be one of {', '.join(by_task)}, but got {task!r}."
-                         f"{did_you_mean(task, by_task)}")
+        fail("data.task", f"one of {', '.join(by_task)}", repr(task), did_you_mean(task, by_task).strip())
     return by_task[task]
 
 

@@ -17,6 +17,7 @@ from kdlens import io
 from kdlens.config import StrictModel, dump_yaml, validate, with_default_task
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
+from kdlens.rundir import RunDir
 from kdlens.subjects.sources import ModelSource, load_models
 from kdlens.tasks.shapes import ShapesConfig, ShapesSplit, make_split
 from kdlens.validation import fail
@@ -105,7 +106,7 @@ def run(config: DistillRunConfig, teacher: nn.Module | None = None, progress: bo
     run_dir = Path(config.run_dir)
     strategy = config.strategy_config()
     # the resolved config: every default filled in, a preset strategy written out term by term
-    io.atomic_write_text(run_dir / "config.yaml", dump_yaml(config.model_copy(update={"strategy": strategy})))
+    RunDir(run_dir).write_config(dump_yaml(config.model_copy(update={"strategy": strategy})))
     if teacher is None and config.teacher is not None:
         overrides = {"shapes": config.data.shapes} if config.data.task == "shapes" else None
         teacher = load_models({"teacher": config.teacher}, "classifier", config.train.device, progress,

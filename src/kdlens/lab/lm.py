@@ -40,6 +40,7 @@ from kdlens.subjects.lm import load_tokenizer
 from kdlens.tasks import babi, chains
 from kdlens.tasks.babi import BabiConfig
 from kdlens.tasks.chains import ChainsConfig
+from kdlens.validation import fail
 
 KD_STUDENTS = {
     "token_fkl_t1": TokenKD(loss="forward_kl", temperature=1.0),
@@ -234,5 +235,4 @@ def check_lab_model(name: str) -> None:
     if name not in MODELS:
         from kdlens.config import did_you_mean
 
-        raise ValueError(f"Expected `lab_model` to be one of {', '.join(MODELS)} (with lab: lm), but got {name!r}."
-                         f"{did_you_mean(name, MODELS)}")
+        fail("lab_model", f"one of {', '.join(MODELS)} (with lab: lm)", repr(name), did_you_mean(name, MODELS).strip())

@@ -30,6 +30,7 @@ from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Stage, StageRunner
 from kdlens.subjects import Classifier, load_classifier
 from kdlens.tasks.shapes import ShapesConfig, make_split
+from kdlens.validation import fail
 
 
 def student_strategies() -> dict[str, dict]:
@@ -230,8 +231,7 @@ def check_lab_model(name: str) -> None:
     """Raise (before any training) if ``name`` is not a model the lab builds."""
     known = (*BASELINES, *STUDENTS)
     if name not in known:
-        raise ValueError(f"Expected `lab_model` to be one of {', '.join(known)}, but got {name!r}."
-                         f"{did_you_mean(name, known)}")
+        fail("lab_model", f"one of {', '.join(known)}", repr(name), did_you_mean(name, known).strip())
 
 
 # The demo's students: the shortcut (labels only), plain output KD, the most accurate (FitNets hints) and the one

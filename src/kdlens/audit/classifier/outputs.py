@@ -23,6 +23,7 @@ from kdlens.rundir import StageOutput
 from kdlens.stages import Stage
 from kdlens.subjects import Classifier
 from kdlens.tasks.files import EvalSplit
+from kdlens.validation import fail
 
 SHARD_BATCHES = 8  # batches per shard: shards start on batch boundaries, so sharding never changes a batch
 
@@ -30,8 +31,7 @@ SHARD_BATCHES = 8  # batches per shard: shards start on batch boundaries, so sha
 def check_split(data: EvalSplit, name: str) -> None:
     """Raise unless ``data`` is a non-empty EvalSplit with one label per input."""
     if not isinstance(data, EvalSplit):
-        raise TypeError(f"Expected `{name}` to be an EvalSplit, but got {type(data).__name__}. "
-                        f"Wrap it: EvalSplit(inputs, labels).")
+        fail(name, "an EvalSplit", type(data).__name__, "Wrap it: EvalSplit(inputs, labels).", error=TypeError)
     n = len(data.inputs)
     if n == 0:
         raise ValueError(f"Expected `{name}` to hold at least one example, but got 0. Pass a non-empty split.")
