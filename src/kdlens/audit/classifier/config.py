@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kdlens.audit.selection import SelectionRule
+from kdlens.audit.config import AuditSettings
 from kdlens.config import StrictModel, did_you_mean, with_default_task
 from kdlens.subjects.sources import ModelSource
 from kdlens.tasks.shapes import ShapesConfig
@@ -136,21 +136,15 @@ class Probes(StrictModel):
     robustness: RobustnessProbe = Field(default_factory=RobustnessProbe)
 
 
-class AuditConfig(StrictModel):
+class AuditConfig(AuditSettings):
     """One audit: a teacher against students (and baselines) on a task, written to ``run_dir``."""
 
-    run_dir: str
     data: ClassifierData = Field(default_factory=ShapesAuditData)
-    teacher: ModelSource | None = None
-    students: dict[str, ModelSource] = Field(default_factory=dict)
     baselines: dict[str, ModelSource] = Field(
         default_factory=dict, description="reference models, e.g. teacher_reseeded (sets the verdict thresholds)")
     layers: dict[str, ModelLayers] = Field(default_factory=dict, description="model name -> its layers")
     probes: Probes = Field(default_factory=Probes)
-    selection: SelectionRule = Field(default_factory=SelectionRule)
     batch_size: int = Field(256, ge=1)
-    device: str = "cpu"
-    seed: int = 0
 
     @model_validator(mode="before")
     @classmethod

@@ -14,9 +14,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kdlens.audit.selection import SelectionRule
+from kdlens.audit.config import AuditSettings
 from kdlens.config import StrictModel
-from kdlens.subjects.sources import ModelSource
 from kdlens.tasks.babi import BabiConfig
 from kdlens.tasks.chains import ChainsConfig
 
@@ -94,18 +93,12 @@ class LMProbes(StrictModel):
     representations: LMRepresentationsProbe = Field(default_factory=LMRepresentationsProbe)
 
 
-class LMAuditConfig(StrictModel):
+class LMAuditConfig(AuditSettings):
     """One audit of a language-model teacher against its students on reasoning questions, written to ``run_dir``."""
 
-    run_dir: str
     data: ReasoningAuditData = Field(default_factory=ReasoningAuditData)
-    teacher: ModelSource | None = None
-    students: dict[str, ModelSource] = Field(default_factory=dict)
     probes: LMProbes = Field(default_factory=LMProbes)
-    selection: SelectionRule = Field(default_factory=SelectionRule)
     samples: int = Field(3, ge=0, description="sample traces per kind and student in the report")
-    device: str = "cpu"
-    seed: int = 0
 
     @model_validator(mode="after")
     def _names(self):
