@@ -14,7 +14,8 @@ compare.
 
 Everything lands in the run directory ``<root>/lm-<hash>/`` (the hash of the recipe); each part is a stage of
 ``manifest.json`` (``stages/<part>/`` while it works, trained models in ``models/<model>/``), so a second call loads
-and a killed build resumes. Models are saved with ``save_pretrained`` (safetensors) beside the
+and a killed build resumes. No stage is sharded: training is one optimiser trajectory (it resumes from checkpoints),
+and the teacher's generations are one short pass. Models are saved with ``save_pretrained`` (safetensors) beside the
 lab's word-level tokenizer and reloaded through :meth:`kdlens.subjects.LanguageModel.from_pretrained`.
 """
 

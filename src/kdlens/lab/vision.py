@@ -8,7 +8,8 @@ Everything lands in the run directory ``<root>/vision-<hash>/``, the hash taken 
 setting builds a new lab and calling again with the same recipe loads what is there. Each model is a stage
 (``stages/<model>/`` while it trains, ``models/<model>/`` when done) recorded in ``manifest.json`` with the hash of its
 inputs (its strategy and architecture); a stage whose inputs changed (a newer kdlens recipe) is trained again, and a
-killed build resumes at the unfinished stage, inside it at its last checkpoint.
+killed build resumes at the unfinished stage, inside it at its last checkpoint. No stage is sharded: training is one
+optimiser trajectory (it resumes from checkpoints instead).
 """
 
 from __future__ import annotations
