@@ -243,3 +243,11 @@ def test_the_scorecard_is_never_cut_off_a_terminal(capsys):
     cli._print_scorecard(results)
     out = capsys.readouterr().out
     assert "…" not in out and "a_student_with_a_long_name" in out and "0.988" in out and "to the end." in out
+
+
+def test_the_demo_over_a_run_directory_of_an_older_kdlens_says_what_to_remove(tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "manifest.json").write_text('{"stages": {}, "versions": {"kdlens": "0.1.0"}}')
+    result = runner.invoke(app, ["demo", "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "layout 1" in result.output and "rm -rf" in result.output
+    assert not (tmp_path / "lab").exists()  # refused before the lab is built

@@ -178,8 +178,14 @@ def demo(
     from kdlens.audit import run as run_audit
     from kdlens.config import validate
 
+    from kdlens.rundir import LayoutError
+
     config = validate(demo_config(root, device), AuditConfig, source="kdlens demo")
-    results = run_audit(config)
+    try:
+        results = run_audit(config)
+    except LayoutError as error:  # runs/ left by an older kdlens: say what to remove, no traceback
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
     _print_scorecard(results)
     _report(Path(config.run_dir))
 
