@@ -177,7 +177,6 @@ def demo(
     from kdlens.audit import AuditConfig
     from kdlens.audit import run as run_audit
     from kdlens.config import validate
-
     from kdlens.rundir import LayoutError
 
     config = validate(demo_config(root, device), AuditConfig, source="kdlens demo")

@@ -115,7 +115,7 @@ def test_cka_of_the_teacher_with_itself(setup, tmp_path, monkeypatch):
     kd = figures["students"]["output_kd"]
     assert torch.tensor(kd["cka"]).shape == (4, 2) and 0 <= kd["cka_mean_best"] <= 1 + 1e-9
     assert set(kd["best_teacher_layer"].values()) <= set(LAYERS)
-    monkeypatch.setattr(representations_stages, "features",
+    monkeypatch.setattr(representations_stages, "layer_features",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = representations_stage(tmp_path, teacher, {"self": teacher, "output_kd": students["output_kd"]},
                                   splits["test"], LAYERS, student_layers)
@@ -125,7 +125,7 @@ def test_cka_of_the_teacher_with_itself(setup, tmp_path, monkeypatch):
 def test_bad_inputs_are_rejected_before_computing(setup, tmp_path, monkeypatch):
     teacher, _, splits = setup
     monkeypatch.setattr(outputs, "calibration", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
-    monkeypatch.setattr(representations_stages, "features",
+    monkeypatch.setattr(representations_stages, "layer_features",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
     wide = SmallCNN(n_classes=7, widths=(2, 4, 4))
     with pytest.raises(ValueError, match=r"teacher's 4 classes, but got 7"):

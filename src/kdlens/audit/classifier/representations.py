@@ -7,41 +7,16 @@ batches feeds :class:`kdlens.measures.CKAMatrix` co-moments, ``reduce`` merges t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
 from torch import nn
 
 from kdlens import measures as M
 from kdlens.audit.classifier.outputs import check_models, check_split, shards
 from kdlens.audit.common import TEACHER, data_digest, digests
+from kdlens.probes.representations import POOL_NOTE, layer_features
 from kdlens.rundir import StageOutput
 from kdlens.stages import Stage
 from kdlens.subjects import Classifier
 from kdlens.tasks.files import EvalSplit
-
-POOL_NOTE = ("Conv maps (n, C, H, W) are global-average-pooled over H, W to (n, C); token sequences (n, T, d) are "
-             "averaged over T; (n, d) features are used as they are.")
-
-
-def pooled(t: torch.Tensor) -> torch.Tensor:
-    """(n, d) features: conv maps (n, C, H, W) global-average-pooled, sequences (n, T, d) averaged over T."""
-    if t.ndim == 4:
-        return t.mean(dim=(2, 3))  # (n, C)
-    if t.ndim == 3:
-        return t.mean(dim=1)  # (n, d)
-    return t.reshape(t.shape[0], -1)  # (n, d)
-
-
-def features(model: nn.Module, name: str, inputs: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Pooled float64 activations (n, d) of ``layers`` on one batch; NaN or inf is an error naming the layer."""
-    _, acts = Classifier(model, name).run(inputs, layers, len(inputs))
-    out = {layer: pooled(acts[layer]).double() for layer in layers}
-    for layer, f in out.items():
-        if not bool(torch.isfinite(f).all()):
-            raise ValueError(f"Expected layer {layer!r} of model {name!r} to give finite activations, but got NaN "
-                             f"or inf. Check the checkpoint and the input scaling.")
-    return out
 
 
 def representations_stage(teacher: nn.Module, students: dict[str, nn.Module], data: EvalSplit,
@@ -93,9 +68,9 @@ def representations_stage(teacher: nn.Module, students: dict[str, nn.Module], da
         start, stop = shard
         metrics = {name: new_metric(name) for name in students}
         for batch in data.inputs[start:stop].split(batch_size):
-            reference = features(teacher, TEACHER, batch, teacher_layers)
+            reference = layer_features(teacher, TEACHER, batch, teacher_layers)
             for name, student in students.items():
-                metrics[name].update(reference, features(student, name, batch, student_layers[name]))
+                metrics[name].update(reference, layer_features(student, name, batch, student_layers[name]))
         return {f"{name}.{k}": v for name, metric in metrics.items() for k, v in metric.metric_state.items()}
 
     def reduce(states: list[dict], _) -> StageOutput:
