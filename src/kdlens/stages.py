@@ -177,9 +177,9 @@ class StageRunner:
             output = stage.run(stage_dir)
             stage_dir.write(output)
             shutil.rmtree(stage_dir.file("parts"), ignore_errors=True)
-            self.manifest["stages"][stage.name] = {**output.summary, "seconds": round(time.perf_counter() - started,
-                                                                                       2),
-                                                   "inputs": digest, "done": True}
+            seconds = round(time.perf_counter() - started, 2)
+            self.manifest["stages"][stage.name] = {**output.summary, "seconds": seconds, "inputs": digest,
+                                                   "done": True}
             self.run_dir.save_manifest(self.manifest)
         record = self.manifest["stages"][stage.name]
         return {k: v for k, v in record.items() if k not in ("inputs", "done")}, cached
