@@ -84,9 +84,6 @@ def case(public: str, call, error: type[Exception], name: str, gap: str = ""):
     return pytest.param(public, call, error, name, marks=marks, id=f"{public}-{name}-{next(CASE_NUMBER)}")
 
 
-NAN_GAP = "accepts NaN inputs and returns NaN attributions without an error"
-TORCH_GAP = "lets the model's own torch error through instead of the kdlens template"
-
 SUBJECT_CASES = [
     # Classifier
     case("Classifier", lambda t: S.Classifier("net"), TypeError, "model"),
@@ -200,19 +197,17 @@ PROBE_CASES = [
     case("GradCAM", lambda t: P.GradCAM(t.cnn, "2").attribute(t.x, 1.5), TypeError, "target"),
     case("GradCAM", lambda t: P.GradCAM(t.cnn, "2").attribute(t.x, [0, 1, 2]), ValueError, "target"),
     case("GradCAM", lambda t: P.GradCAM(t.cnn, "6").attribute(t.x, 0), ValueError, "layer"),
-    case("GradCAM", lambda t: P.GradCAM(t.cnn, "2").attribute(t.nan_x, 0), ValueError, "inputs", gap=NAN_GAP),
-    case("GradCAM", lambda t: P.GradCAM(t.cnn, "2").attribute(t.x[:, :2], 0), ValueError, "inputs", gap=TORCH_GAP),
+    case("GradCAM", lambda t: P.GradCAM(t.cnn, "2").attribute(t.nan_x, 0), ValueError, "inputs"),
+    case("GradCAM", lambda t: P.GradCAM(t.cnn, "2").attribute(t.x[:, :2], 0), ValueError, "inputs"),
     case("GradCAMPlusPlus", lambda t: P.GradCAMPlusPlus(t.cnn, "nope"), KeyError, "layer"),
     case("GradCAMPlusPlus", lambda t: P.GradCAMPlusPlus(t.cnn, "2").attribute(t.x, -1), ValueError, "target"),
-    case("GradCAMPlusPlus", lambda t: P.GradCAMPlusPlus(t.cnn, "2").attribute(t.nan_x, 0), ValueError, "inputs",
-         gap=NAN_GAP),
+    case("GradCAMPlusPlus", lambda t: P.GradCAMPlusPlus(t.cnn, "2").attribute(t.nan_x, 0), ValueError, "inputs"),
     # gradients in input space
     case("InputXGradient", lambda t: P.InputXGradient("net"), TypeError, "model"),
     case("InputXGradient", lambda t: P.InputXGradient(t.cnn).attribute(t.ids, 0), TypeError, "inputs"),
     case("InputXGradient", lambda t: P.InputXGradient(t.cnn).attribute(torch.tensor(1.0), 0), ValueError, "inputs"),
     case("InputXGradient", lambda t: P.InputXGradient(t.cnn).attribute(t.x, 7), ValueError, "target"),
-    case("InputXGradient", lambda t: P.InputXGradient(t.cnn).attribute(t.nan_x, 0), ValueError, "inputs",
-         gap=NAN_GAP),
+    case("InputXGradient", lambda t: P.InputXGradient(t.cnn).attribute(t.nan_x, 0), ValueError, "inputs"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, n_steps=0), ValueError, "n_steps"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, n_steps=2.5), ValueError, "n_steps"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, n_steps=True), ValueError, "n_steps"),
@@ -226,14 +221,13 @@ PROBE_CASES = [
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, 2).attribute(t.x, [0]), ValueError,
          "target"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, 2).attribute(t.nan_x, 0), ValueError,
-         "inputs", gap=NAN_GAP),
+         "inputs"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, 2).attribute(t.x, 0, t.nan_x), ValueError,
-         "baselines", gap="accepts NaN baselines and returns NaN attributions without an error"),
+         "baselines"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, 2).attribute(t.x, 0, math.nan), ValueError,
-         "baselines", gap="accepts a NaN float baseline and returns NaN attributions without an error"),
+         "baselines"),
     case("IntegratedGradients", lambda t: P.IntegratedGradients(t.cnn, 2).attribute(
-        t.x, 0, return_convergence_delta="no"), TypeError, "return_convergence_delta",
-        gap="takes any truthy value for return_convergence_delta (\"no\" returns the delta)"),
+        t.x, 0, return_convergence_delta="no"), TypeError, "return_convergence_delta"),
     # gradients per token
     case("EmbeddingXGradient", lambda t: P.EmbeddingXGradient("net", "0"), TypeError, "model"),
     case("EmbeddingXGradient", lambda t: P.EmbeddingXGradient(t.token_lm, "embed"), KeyError, "layer"),
@@ -250,9 +244,9 @@ PROBE_CASES = [
     case("EmbeddingXGradient", lambda t: P.EmbeddingXGradient(t.token_classifier, "2").attribute(t.ids, 0),
          ValueError, "layer"),
     case("EmbeddingXGradient", lambda t: P.EmbeddingXGradient(t.token_lm, "0").attribute(t.ids.float(), 0),
-         TypeError, "inputs", gap=TORCH_GAP + " (float token ids: nn.Embedding's RuntimeError)"),
+         TypeError, "inputs"),
     case("EmbeddingXGradient", lambda t: P.EmbeddingXGradient(t.token_lm, "0").attribute(t.ids + 10, 0),
-         ValueError, "inputs", gap=TORCH_GAP + " (ids outside the vocabulary: an IndexError)"),
+         ValueError, "inputs"),
     # targets and maps
     case("resolve_targets", lambda t: P.resolve_targets("best"), ValueError, "rule"),
     case("resolve_targets", lambda t: P.resolve_targets("teacher"), ValueError, "teacher_logits"),
@@ -268,7 +262,7 @@ PROBE_CASES = [
     case("spatial_map", lambda t: P.spatial_map(t.ids), TypeError, "attributions"),
     case("spatial_map", lambda t: P.spatial_map(t.x[0, 0]), ValueError, "attributions"),
     case("spatial_map", lambda t: P.spatial_map(t.x, kind="max"), ValueError, "kind"),
-    case("spatial_map", lambda t: P.spatial_map(t.nan_x), ValueError, "attributions", gap=NAN_GAP),
+    case("spatial_map", lambda t: P.spatial_map(t.nan_x), ValueError, "attributions"),
 ]
 
 

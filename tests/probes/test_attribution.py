@@ -465,6 +465,43 @@ def test_resolve_targets_needs_the_logits_its_rule_reads():
         resolve_targets("teachers", teacher_logits=torch.randn(2, 3))
 
 
+def test_negative_labels_are_refused():
+    with pytest.raises(ValueError, match=r"non-negative class indices, but got values in \[-100, 2\]"):
+        resolve_targets("label", labels=torch.tensor([2, -100]))
+
+
+@pytest.mark.parametrize(("x", "error"), [(torch.ones(2, 3, 8, 8, dtype=torch.long), TypeError),
+                                          (torch.rand(2, 2, 8, 8, dtype=torch.float64), ValueError)])
+def test_inputs_the_model_refuses_chain_its_error(x, error):
+    with pytest.raises(error, match=r"Expected `inputs` to be .*which the model refused \(RuntimeError: ") as info:
+        GradCAM(cnn(), "block3").attribute(x, 0)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_gradcam_takes_integer_inputs_the_model_takes():
+    """Only the model decides what it takes: token ids into a convolutional text model are fine for Grad-CAM."""
+
+    class TokenCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.conv, self.head = nn.Embedding(11, 4), nn.Conv2d(4, 3, 1), nn.Linear(3, 2)
+
+        def forward(self, ids):  # (B, T) -> (B, D, T, 1) -> (B, 3, T, 1) -> (B, 2)
+            return self.head(self.conv(self.embed(ids).transpose(1, 2)[..., None]).mean((2, 3)))
+
+    torch.manual_seed(10)
+    assert GradCAM(TokenCNN(), "conv").attribute(torch.randint(0, 11, (2, 5)), 1).shape == (2, 5, 1)
+
+
+def test_token_ids_of_the_wrong_dtype_or_range_leave_no_hook():
+    net = CausalMeanLM()
+    with pytest.raises(TypeError, match="integer token ids"):
+        EmbeddingXGradient(net, "embed").attribute(torch.ones(2, 4, dtype=torch.int16), 1)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 10\] \(embedding layer 'embed' has 11 rows\)"):
+        EmbeddingXGradient(net, "embed").attribute(torch.tensor([[0, 3, -1]]), 1)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
 def test_spatial_map_bad_kind_and_shape():
     with pytest.raises(ValueError, match="abs_sum"):
         spatial_map(torch.zeros(1, 2, 3, 3), kind="max")

@@ -82,7 +82,7 @@ def resolve_targets(rule: str = DEFAULT_TARGET, teacher_logits=None, student_log
         ``"teacher"``: the teacher's predicted class, for both models (see the module docstring for why);
         ``"student"``: the student's predicted class; ``"label"``: the ground-truth label.
     teacher_logits, student_logits : (B, C) float, needed by the rule of the same name
-    labels : (B,) int, needed by ``"label"``
+    labels : (B,) int >= 0, needed by ``"label"``
 
     Returns
     -------
@@ -99,7 +99,11 @@ def resolve_targets(rule: str = DEFAULT_TARGET, teacher_logits=None, student_log
     if source is None:
         C.fail(name, f"given for rule={rule!r}", "None", f"Pass {name}=..., or pick another rule.")
     if rule == "label":
-        return C.as_labels(source, "labels")
+        labels = C.as_labels(source, "labels")
+        if labels.numel() and int(labels.min()) < 0:
+            C.fail("labels", "non-negative class indices", f"values in [{int(labels.min())}, {int(labels.max())}]",
+                   "A label indexes a column of the logits: drop or remap ignore values such as -100 first.")
+        return labels
     return C.check_logits(source, name).argmax(1)
 
 
@@ -115,7 +119,7 @@ def spatial_map(attributions, kind: str = "abs_sum") -> torch.Tensor:
 
     Returns
     -------
-    (B, H, W) float, in the attributions' units.
+    (B, H, W) float, in the attributions' units (NaN or inf attributions are refused).
 
     Examples
     --------
@@ -124,11 +128,12 @@ def spatial_map(attributions, kind: str = "abs_sum") -> torch.Tensor:
     """
     C.check_choice(kind, "kind", SPATIAL_KINDS)
     a = C.as_float(attributions, "attributions")
-    if a.ndim == 3:
-        return a
-    if a.ndim != 4:
+    if a.ndim not in (3, 4):
         C.fail("attributions", "4-D (B, C, H, W) input-space attributions or 3-D (B, H, W) maps",
                f"shape {tuple(a.shape)}", "Token attributions (B, T) are already one value per position.")
+    C.check_finite(a, "attributions")
+    if a.ndim == 3:
+        return a
     return a.abs().sum(1) if kind == "abs_sum" else a.sum(1)
 
 
@@ -182,7 +187,8 @@ class GradCAM:
 
         Parameters
         ----------
-        inputs : (B, ...) tensor the model takes (images: (B, C, H, W) float)
+        inputs : (B, ...) tensor the model takes (images: (B, C, H, W) float), finite where it is float; inputs the
+            model's forward refuses raise a ValueError (a TypeError for non-float ones) chaining the model's error
         target : int, or (B,) int tensor or list: the class explained for each example
 
         Returns
@@ -197,15 +203,13 @@ class GradCAM:
 
     def _activations_and_gradients(self, inputs, target) -> tuple[torch.Tensor, torch.Tensor]:
         x = C.as_tensor(inputs, "inputs")
-        targets = check_target(target, check_batch(x))
+        n = check_batch(x)
+        if x.is_floating_point():  # integer inputs (token ids) have no NaN
+            C.check_finite(x, "inputs")
+        targets = check_target(target, n)
         x = x.to(self.subject.device)
         with evaluating(self.model), torch.enable_grad():
-            try:  # oneDNN convolutions run faster on channels-last images (CPU); the values are the same
-                out, acts = self._run(x.contiguous(memory_format=torch.channels_last) if _cpu_image(x) else x)
-            except RuntimeError as error:  # code that .view()s activations needs contiguous ones: run as given
-                if "view" not in str(error) or not _cpu_image(x):
-                    raise
-                out, acts = self._run(x)
+            out, acts = self._forward(x)
             if acts.ndim != 4 and self.reshape is None:
                 C.fail("layer", "a layer with (B, K, h, w) outputs, or a `reshape`",
                        f"{self.layer!r} with outputs of shape {tuple(acts.shape)}",
@@ -221,12 +225,50 @@ class GradCAM:
                        "reshape must map (B, T, D) tokens to a (B, D, h, w) grid.")
         return acts, grads
 
+    def _forward(self, x: torch.Tensor) -> tuple[object, torch.Tensor]:
+        """(the model's output, the layer's activation); the model's own error on ``x`` is raised as a kdlens one."""
+        try:
+            try:  # oneDNN convolutions run faster on channels-last images (CPU); the values are the same
+                return self._run(x.contiguous(memory_format=torch.channels_last) if _cpu_image(x) else x)
+            except RuntimeError as error:  # code that .view()s activations needs contiguous ones: run as given
+                if "view" not in str(error) or not _cpu_image(x):
+                    raise
+                return self._run(x)
+        except torch.cuda.OutOfMemoryError:  # a RuntimeError, but not the inputs' fault
+            raise
+        except (RuntimeError, IndexError) as error:  # a shape or dtype the model cannot take, ids out of range
+            raise _refused(x, error) from error
+
     def _run(self, x: torch.Tensor) -> tuple[object, torch.Tensor]:
         return forward_from_layer(lambda: self.model(x), self.module, self.layer)
 
 
 def _cpu_image(x: torch.Tensor) -> bool:
     return x.ndim == 4 and x.is_floating_point() and x.device.type == "cpu"
+
+
+def _refused(x: torch.Tensor, error: Exception) -> Exception:
+    """The kdlens error for inputs ``x`` whose forward pass raised ``error`` (the caller raises it from ``error``).
+
+    ValueError for an IndexError (ids outside a vocabulary) and for float inputs (a shape the model cannot take),
+    TypeError for other non-float inputs (integer images); the first line of the model's error, which says what it
+    expected (channels, features, dtype), is quoted.
+    """
+    lines = str(error).strip().splitlines()
+    got = (f"shape {tuple(x.shape)} and dtype {x.dtype}, which the model refused "
+           f"({type(error).__name__}: {lines[0] if lines else 'no message'})")
+    try:
+        if isinstance(error, IndexError):
+            C.fail("inputs", "indices the model can look up (token ids within its vocabulary)", got,
+                   "Encode the inputs with the tokenizer the model was trained with.")
+        if not x.is_floating_point():
+            C.fail("inputs", "a float batch the model takes (images: (B, C, H, W) float)", got,
+                   "Convert images with x.float() (uint8 images scaled as in training, e.g. x.float() / 255).",
+                   error=TypeError)
+        C.fail("inputs", "a batch of the shape the model takes (images: (B, C, H, W), C and H x W as in training)",
+               got, "Check the inputs' shape against the model's first layer (its error is chained below).")
+    except (TypeError, ValueError) as refusal:
+        return refusal
 
 
 class GradCAMPlusPlus(GradCAM):

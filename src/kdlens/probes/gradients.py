@@ -6,6 +6,10 @@ Conventions (targets, eval mode, hooks, devices, raw unnormalised values) are th
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import nn
@@ -34,12 +38,14 @@ _AUTO_CHUNK_ELEMENTS = 2**23
 
 
 def _float_inputs(inputs, device: torch.device) -> torch.Tensor:
+    """(B, ...) finite float inputs on ``device``."""
     x = C.as_tensor(inputs, "inputs")
     if not x.is_floating_point():
         C.fail("inputs", "a floating-point tensor (gradients are taken with respect to it)", f"dtype {x.dtype}",
                "Pass float inputs; for token ids attribute an embedding layer with EmbeddingXGradient.",
                error=TypeError)
     check_batch(x)
+    C.check_finite(x, "inputs")
     return x.to(device)
 
 
@@ -143,17 +149,18 @@ class IntegratedGradients:
 
         Parameters
         ----------
-        inputs : (B, ...) float
+        inputs : (B, ...) float, finite
         target : int, or (B,) int tensor or list
-        baselines : None (zeros), a float, or a tensor broadcastable to ``inputs`` ((B, ...) or one (1, ...) / (...)
-            baseline for all)
-        return_convergence_delta : also return ``sum(attributions) - (f(x) - f(x'))`` per example
+        baselines : None (zeros), a finite float, or a finite tensor broadcastable to ``inputs`` ((B, ...) or one
+            (1, ...) / (...) baseline for all)
+        return_convergence_delta : bool, also return ``sum(attributions) - (f(x) - f(x'))`` per example
 
         Returns
         -------
         (B, ...) attributions of the inputs' shape, signed, in score units, on the model's device; with
         ``return_convergence_delta``, a tuple (attributions, (B,) delta).
         """
+        return_convergence_delta = C.check_bool(return_convergence_delta, "return_convergence_delta")
         x = _float_inputs(inputs, self.subject.device).detach()
         n, feature_shape = x.shape[0], x.shape[1:]
         targets = check_target(target, n)
@@ -198,8 +205,12 @@ class IntegratedGradients:
         if baselines is None:
             return torch.zeros_like(x)
         if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+            if not math.isfinite(baselines):
+                C.fail("baselines", "None, a finite number or a finite tensor", repr(baselines),
+                       "None (zeros, the default) is the usual baseline; a mean input is another.")
             return torch.full_like(x, float(baselines))
         b = C.as_float(baselines, "baselines").to(device=x.device, dtype=x.dtype)
+        C.check_finite(b, "baselines")  # in the inputs' dtype: a float64 baseline may overflow float32
         if b.ndim == x.ndim - 1:
             b = b[None]
         try:
@@ -244,7 +255,9 @@ class EmbeddingXGradient:
 
         Parameters
         ----------
-        inputs : (B, T) token ids, or a dict of tensors (input_ids, attention_mask, ...) passed as ``model(**inputs)``
+        inputs : (B, T) token ids, or a dict of tensors (input_ids, attention_mask, ...) passed as ``model(**inputs)``;
+            when ``layer`` is an ``nn.Embedding``, the ids it receives must be int64 or int32 and in
+            [0, num_embeddings) (checked before it runs: a TypeError or a ValueError)
         target : int, or (B,) int tensor or list: class indices for (B, C) logits, token ids for (B, T, V) logits
         position : int or (B,) int tensor, the position whose (B, T, V) logits are explained (default -1, the last:
             the next token); ignored for (B, C) logits. With right-padded batches pass each example's last real
@@ -258,7 +271,7 @@ class EmbeddingXGradient:
         targets = check_target(target, n)
         inputs = to_device(inputs, self.subject.device)
         call = (lambda: self.model(**inputs)) if isinstance(inputs, dict) else (lambda: self.model(inputs))
-        with evaluating(self.model), torch.enable_grad():
+        with evaluating(self.model), torch.enable_grad(), self._checking_ids():
             out, embedding = forward_from_layer(call, self.module, self.layer)
             if embedding.ndim != 3 or embedding.shape[0] != n:
                 C.fail("layer", f"an embedding layer with (B={n}, T, D) outputs",
@@ -270,6 +283,23 @@ class EmbeddingXGradient:
             score = select(logits, targets)  # (B,)
             grads = layer_gradient(score, embedding, self.layer)  # (B, T, D)
         return finish((embedding.detach() * grads).sum(-1))
+
+    @contextmanager
+    def _checking_ids(self) -> Iterator[None]:
+        """Check the ids an ``nn.Embedding`` layer receives before it runs (no-op for other layers)."""
+        if not isinstance(self.module, nn.Embedding):
+            yield
+            return
+
+        def check(module: nn.Embedding, args: tuple) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                _check_token_ids(args[0], module.num_embeddings, self.layer)
+
+        handle = self.module.register_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     @staticmethod
     def _at(logits: torch.Tensor, position) -> torch.Tensor:
@@ -285,3 +315,15 @@ class EmbeddingXGradient:
         if p.ndim == 0:
             return logits[:, int(p)]
         return logits[torch.arange(n, device=logits.device), p.long()]
+
+
+def _check_token_ids(ids: torch.Tensor, vocabulary: int, layer) -> None:
+    """(B, T) ids an embedding of ``vocabulary`` rows can look up: int64 or int32 (as nn.Embedding), in range."""
+    if ids.dtype not in (torch.int64, torch.int32):
+        C.fail("inputs", "integer token ids (int64 or int32)", f"dtype {ids.dtype}",
+               "Pass the tokenizer's ids, e.g. ids.long() (not embeddings or scores).", error=TypeError)
+    if ids.numel():
+        lo, hi = torch.aminmax(ids)
+        if int(lo) < 0 or int(hi) >= vocabulary:
+            C.fail("inputs", f"token ids in [0, {vocabulary - 1}] (embedding layer {layer!r} has {vocabulary} rows)",
+                   f"ids in [{int(lo)}, {int(hi)}]", "Encode the texts with the tokenizer the model was trained with.")
