@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from kdlens.subjects.checkpoint import register_architecture
 from kdlens.subjects.sources import ModelSource, Resolver
 from kdlens.subjects.sources import register as register_resolver
 
@@ -82,6 +83,10 @@ def _lm_tasks(source: ModelSource) -> dict:
 
 
 def register() -> None:
-    """Register ``lab: vision`` (classifiers) and ``lab: lm`` (language models)."""
+    """Register ``lab: vision`` (classifiers) and ``lab: lm`` (language models), and the lab's classifier
+    architecture as one a checkpoint may name without ``trust_remote_code``."""
+    from kdlens.lab.cnn import SmallCNN
+
+    register_architecture(SmallCNN)
     register_resolver("vision", Resolver("classifier", _vision_check, load_vision, _vision_task))
     register_resolver("lm", Resolver("lm", _lm_check, load_lm, _lm_tasks))

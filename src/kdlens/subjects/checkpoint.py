@@ -52,21 +52,52 @@ def _import(module_name: str, trust_remote_code: bool):
         sys.path.remove(os.getcwd())
 
 
+_TRUSTED: set[str] = set()  # "package.module:Class" paths built without trust_remote_code
+
+
+def register_architecture(cls: type) -> str:
+    """Let checkpoints name ``cls`` (an ``nn.Module`` class) without ``trust_remote_code``; returns its path. The
+    lab registers its models; a package does so from its ``kdlens.sources`` entry point."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        C.fail("cls", "an nn.Module class", repr(cls), error=TypeError)
+    _TRUSTED.add(architecture_path(cls))
+    return architecture_path(cls)
+
+
+def trusted_architectures() -> list[str]:
+    """The architectures a checkpoint may name with ``trust_remote_code=False`` (every plugin loaded first)."""
+    from kdlens.subjects.sources import load_plugins
+
+    load_plugins()
+    return sorted(_TRUSTED)
+
+
 def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_code: bool = False) -> nn.Module:
-    """Instantiate ``"package.module:Class"`` with ``kwargs``."""
+    """Instantiate ``"package.module:Class"`` with ``kwargs``.
+
+    With ``trust_remote_code=False`` (the default) only a registered architecture (:func:`trusted_architectures`,
+    e.g. the lab's ``kdlens.lab.cnn:SmallCNN``) is built: a path read from a checkpoint's ``config.json`` can name no
+    other callable, not even one inside kdlens. With ``True`` any importable class or factory is called (your own
+    code; the working directory is searched too). Either way the result must be an ``nn.Module``.
+    """
     if not isinstance(architecture, str) or ":" not in architecture:
         C.fail("architecture", 'a "package.module:Class" path', repr(architecture))
     _check_kwargs(kwargs)
     trust_remote_code = C.check_bool(trust_remote_code, "trust_remote_code")
+    if not trust_remote_code and architecture not in trusted_architectures():
+        C.fail("architecture", f"a registered kdlens architecture ({', '.join(trusted_architectures())}), or "
+               f"trust_remote_code=True", repr(architecture),
+               "Loading it imports and runs that code; pass trust_remote_code=True only if you trust its source.")
     module_name, _, attr = architecture.partition(":")
-    if not (module_name == "kdlens" or module_name.startswith("kdlens.")) and not trust_remote_code:
-        C.fail("architecture", "a kdlens architecture, or trust_remote_code=True", repr(architecture),
-               "Loading it imports and runs that module's code; pass trust_remote_code=True if you trust it.")
     try:
         cls = getattr(_import(module_name, trust_remote_code), attr)
     except (ImportError, AttributeError) as error:
         C.fail("architecture", "an importable class", f"{architecture!r} ({error})")
-    return cls(**kwargs)
+    model = cls(**kwargs)
+    if not isinstance(model, nn.Module):
+        C.fail("architecture", "a class or factory that returns an nn.Module", f"{architecture!r}, which returned "
+               f"{type(model).__name__}", error=TypeError)
+    return model
 
 
 def load_weights(model: nn.Module, path: str | Path, device: str = "cpu") -> nn.Module:

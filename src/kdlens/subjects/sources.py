@@ -101,12 +101,23 @@ def register(name: str, resolver: Resolver) -> None:
     _RESOLVERS[name] = resolver
 
 
+_PLUGINS_LOADED = False
+
+
+def load_plugins() -> None:
+    """Call every ``kdlens.sources`` entry point once (each registers its resolvers and trusted architectures)."""
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        _PLUGINS_LOADED = True
+        for point in entry_points(group=ENTRY_POINTS):
+            point.load()()
+
+
 def resolver(name: str, kind: Kind | None = None) -> Resolver:
     """The resolver of ``lab: <name>``, loading the ``kdlens.sources`` entry points the first time; an unknown name
     (or one for another kind of model) says which there are."""
     if name not in _RESOLVERS:
-        for point in entry_points(group=ENTRY_POINTS):
-            point.load()()
+        load_plugins()
     known = sorted(n for n, r in _RESOLVERS.items() if kind is None or r.kind == kind)
     if name not in known:
         fail("lab", f"one of {', '.join(known) or '(none registered)'}", repr(name),
