@@ -46,12 +46,65 @@ def with_default_task(data: Any, task: str = "shapes") -> Any:
     return data
 
 
+MAX_EXPANDED_NODES = 100_000  # a config is a few hundred nodes; anchors that expand past this are an attack or a slip
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}); keep one of them", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (aliases share nodes: counted per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = MAX_EXPANDED_NODES + 1  # a node that contains itself expands without end
+    children = node.value if isinstance(node, yaml.SequenceNode) else \
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+    sizes[id(node)] = min(1 + sum(_expanded_size(child, sizes) for child in children), MAX_EXPANDED_NODES + 1)
+    return sizes[id(node)]
+
+
+def read_yaml(text: str, source: str = "config") -> Any:
+    """Parse YAML text strictly: safe types only, no key twice in one mapping, anchors that expand to at most
+    ``MAX_EXPANDED_NODES`` nodes; a syntax error (tabs included) is one ValueError naming ``source``, line and
+    column."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise ValueError(f"Expected {source} to expand to at most {MAX_EXPANDED_NODES:,} YAML nodes, but its "
+                             f"anchors and aliases (&name, *name) expand to more. Write the values out instead.")
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        hint = " YAML indents with spaces, not tabs." if "\\t" in problem or "\t" in problem else ""
+        raise ValueError(f"Expected {source} to be valid YAML, but got: {problem}{where}.{hint}") from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path, model: type[Model]) -> Model:
-    """Read a YAML file and validate it as ``model``; errors name the file and the offending key path."""
+    """Read a YAML file (:func:`read_yaml`) and validate it as ``model``; errors name the file and the offending
+    key path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Expected `config` to be a YAML file, but got {path} (no such file).")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path.read_text(encoding="utf-8"), source=str(path))
     return validate(data, model, source=str(path))
 
 

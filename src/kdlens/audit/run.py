@@ -9,12 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kdlens.audit.kind import AuditKind, kind_of
 from kdlens.audit.results import write_results
 from kdlens.audit.scorecard import scorecard
-from kdlens.config import dump_yaml, load_yaml, validate
+from kdlens.config import dump_yaml, load_yaml, read_yaml, validate
 from kdlens.rundir import RunDir
 from kdlens.stages import StageRunner
 
@@ -29,7 +27,7 @@ def as_config(config: Any) -> Any:
     if isinstance(config, dict):
         return validate(config, kind.config_type)
     path = Path(config)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    raw = read_yaml(path.read_text(encoding="utf-8"), source=str(path)) if path.is_file() else None
     return load_yaml(path, kind_of(raw).config_type)
 
 

@@ -59,6 +59,9 @@ class ModelSource(StrictModel):
             raise ValueError(f"give exactly one of checkpoint, architecture or lab (got {given or 'none'})")
         if self.lab is None and (self.lab_model, self.lab_recipe) != ("teacher", "default"):
             raise ValueError("lab_model and lab_recipe go with lab")
+        if self.kwargs and self.architecture is None:
+            raise ValueError("kwargs go with architecture (the arguments its class or factory is called with); "
+                             "a checkpoint folder or a lab model brings its own")
         if self.weights is not None and self.architecture is None:
             raise ValueError("weights go with architecture (package.module:Class or factory, plus kwargs); "
                              "a checkpoint folder carries its own weights")
