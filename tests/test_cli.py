@@ -251,3 +251,13 @@ def test_the_demo_over_a_run_directory_of_an_older_kdlens_says_what_to_remove(tm
     result = runner.invoke(app, ["demo", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "layout 1" in result.output and "rm -rf" in result.output
     assert not (tmp_path / "lab").exists()  # refused before the lab is built
+
+
+def test_errors_print_their_whole_message_and_internal_ones_say_how_to_report_them():
+    from kdlens.cli import error_message
+
+    assert error_message(KeyError("Expected `layer` to be one of a, b, but got 'c'.")).startswith("Expected `layer`")
+    whole = error_message(ValueError("Expected a teacher, but got none.", 2))
+    assert whole == "('Expected a teacher, but got none.', 2)"  # all of it, not args[0]
+    internal = error_message(KeyError("stages"))
+    assert "KeyError: 'stages'" in internal and "--debug" in internal

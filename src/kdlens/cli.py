@@ -135,6 +135,7 @@ def audit(
     config: Path = typer.Argument(..., help="YAML: run_dir, data, teacher, students, baselines, probes, selection."),
     report: bool = typer.Option(True, help="Write report.html and summary.md when the audit is done."),
     quiet: bool = typer.Option(False, help="No progress display."),
+    debug: bool = typer.Option(False, help="Show the full traceback of an error (for bug reports)."),
 ) -> None:
     """Audit a teacher against its students as CONFIG describes (run it again to resume; done stages load).
     Classifiers by default; language models that reason in steps with `data: {task: reasoning}`."""
@@ -143,13 +144,11 @@ def audit(
 
     try:
         parsed = as_config(config)
-    except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]{escape(str(error))}[/red]")
-        raise typer.Exit(2) from None
-    try:
         results = run_audit(parsed, progress=not quiet)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
-        console.print(f"[red]{escape(str(error.args[0]) if error.args else str(error))}[/red]")
+        if debug:
+            raise
+        console.print(f"[red]{escape(error_message(error))}[/red]")
         raise typer.Exit(2) from None
     _print_scorecard(results)
     if report:
@@ -238,6 +237,19 @@ def _print_scorecard(results: dict) -> None:
                 if card["chosen_by_accuracy"] != card["chosen"] else "")
         console.print(f"chosen: [bold]{escape(card['chosen'])}[/bold]{note}")
         console.print(escape(results["students"][card["chosen"]]["verdict_text"]))
+
+
+def error_message(error: BaseException) -> str:
+    """The whole message of an error, as a user reads it: a KeyError's own text without the quotes str() adds; an
+    error that carries no sentence (an internal one) named by its type, with how to report it."""
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+        message = error.args[0]
+    else:
+        message = str(error)
+    if " " not in message.strip():
+        return (f"{type(error).__name__}: {message!r}. This is a kdlens bug, not a mistake of yours: run the same "
+                f"command with --debug and report the traceback.")
+    return message
 
 
 def _load(path: Path, model):
