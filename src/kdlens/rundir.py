@@ -140,11 +140,13 @@ class RunDir:
 
     # --- the manifest -----------------------------------------------------------------------------------------
     def manifest(self) -> dict:
-        """``manifest.json`` (a fresh one when there is none); an older layout raises :class:`LayoutError`."""
+        """``manifest.json`` (a fresh one when there is none); an older layout raises :class:`LayoutError`, and so
+        does a folder with files but no manifest (kdlens did not make it: nothing of it is overwritten)."""
         path = self.path / MANIFEST
         if not path.is_file():
             import kdlens
 
+            self._check_foreign()
             return {"layout": LAYOUT, "versions": {"kdlens": kdlens.__version__, "torch": version("torch")},
                     "stages": {}}
         manifest = io.read_json(path)
@@ -152,6 +154,22 @@ class RunDir:
             raise self.layout_error(manifest.get("versions", {}).get("kdlens", "an older kdlens"),
                                     manifest.get("layout", 1))
         return manifest
+
+    def claim(self) -> None:
+        """Make the folder a kdlens run directory (write its manifest) unless it is one: call before the first
+        write. A path that is a file, or a folder holding files kdlens did not write, is refused."""
+        if not (self.path / MANIFEST).is_file():
+            self.save_manifest(self.manifest())
+
+    def _check_foreign(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise LayoutError(f"Expected `run_dir` to be a folder, but got {self.path}, which is a file. Choose "
+                              f"another run_dir.")
+        found = sorted(p.name for p in self.path.iterdir())[:5] if self.path.is_dir() else []
+        if found:
+            raise LayoutError(f"Expected `run_dir` to be a new folder or a kdlens run directory, but got {self.path}, "
+                              f"which holds files kdlens did not write ({', '.join(found)}) and no {MANIFEST}. "
+                              f"Choose another run_dir: kdlens writes only into folders it made.")
 
     def save_manifest(self, manifest: dict) -> None:
         io.atomic_write_json(self.path / MANIFEST, manifest)

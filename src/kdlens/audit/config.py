@@ -6,7 +6,7 @@ probes' settings.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kdlens.audit.selection import SelectionRule
 from kdlens.config import StrictModel
@@ -17,9 +17,18 @@ class AuditSettings(StrictModel):
     """The keys every audit config has: ``run_dir``, ``teacher``, ``students`` (name: source), ``selection``,
     ``device`` and ``seed``."""
 
-    run_dir: str
+    run_dir: str = Field(description="the run directory: a new folder, or one kdlens made (an existing folder of "
+                         "other files is refused)")
     teacher: ModelSource | None = None
     students: dict[str, ModelSource] = Field(default_factory=dict)
     selection: SelectionRule = Field(default_factory=SelectionRule)
     device: str = "cpu"
     seed: int = 0
+
+    @field_validator("run_dir")
+    @classmethod
+    def _a_folder(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("run_dir must name a folder, e.g. runs/my-audit (an empty path would write into the "
+                             "current directory)")
+        return value

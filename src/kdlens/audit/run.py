@@ -52,6 +52,7 @@ def run(config: Any, teacher: Any = None, students: dict | None = None, baseline
     run_dir = RunDir(config.run_dir)
     run_dir.manifest()  # a run directory of an older layout is refused before any work
     audit = kind.prepare(config, teacher, students, baselines, progress)
+    run_dir.claim()
     run_dir.write_config(dump_yaml(audit.config))
     with StageRunner(run_dir, kind.lines, progress) as runner:
         kind.run_stages(audit, runner)

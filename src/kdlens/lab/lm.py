@@ -144,7 +144,7 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
     """
     config = config or LMLabConfig()
     run = RunDir(Path(root) / f"lm-{recipe_hash(config)}")
-    run.manifest()  # an older layout is refused before anything is written
+    run.claim()  # an older layout, or a folder kdlens did not make, is refused before anything is written
     run.write_config(dump_yaml(config))
     train = functools.cache(lambda: examples(config, "train", config.n_train, config.n_train_babi))
     transfer = functools.cache(lambda: examples(config, "validation", config.n_transfer))

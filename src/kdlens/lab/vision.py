@@ -156,7 +156,7 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
     """
     config = config or VisionLabConfig()
     run = RunDir(Path(root) / f"vision-{recipe_hash(config)}")
-    run.manifest()  # an older layout is refused before anything is written
+    run.claim()  # an older layout, or a folder kdlens did not make, is refused before anything is written
     run.write_config(dump_yaml(config))
     shapes = config.shapes
     data = functools.cache(lambda split, n: make_split(shapes, split, n))  # drawn only if a stage runs
