@@ -18,6 +18,7 @@ at import: the report reads run directories without it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -57,12 +58,29 @@ class StageOutput:
     summary: dict = field(default_factory=dict)
 
 
-class StageDir:
-    """One stage's folder: its readers, its one writer, and a line to say how far it has come."""
+OUTPUTS = ("figures.json", "rows.jsonl", "arrays.safetensors")  # what StageDir.write writes, and the manifest keeps
 
-    def __init__(self, path: Path, name: str, say: Callable[[str], None] | None = None) -> None:
+
+class DamagedError(ValueError):
+    """A file of a run directory is missing, cut short or changed since kdlens wrote it."""
+
+
+def file_record(path: Path) -> dict:
+    """``{"bytes", "sha256"}`` of a file: what the manifest keeps to tell later whether it is still the same."""
+    return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
+class StageDir:
+    """One stage's folder: its readers, its one writer, and a line to say how far it has come.
+
+    ``expected`` is what the manifest recorded of the files the stage wrote (name -> :func:`file_record`); a reader
+    refuses a file that no longer matches it (:class:`DamagedError` naming the file and the stage to re-run).
+    """
+
+    def __init__(self, path: Path, name: str, say: Callable[[str], None] | None = None,
+                 expected: dict[str, dict] | None = None) -> None:
         self.path, self.name = path, name
-        self._say = say
+        self._say, self.expected = say, expected or {}
 
     def file(self, name: str) -> Path:
         """A file of the stage's own (checkpoints, partial results), in its folder."""
@@ -71,34 +89,73 @@ class StageDir:
     @property
     def done(self) -> bool:
         """Whether the stage has written its output (figures, rows or arrays)."""
-        return any((self.path / f).is_file() for f in ("figures.json", "rows.jsonl", "arrays.safetensors"))
+        return any((self.path / f).is_file() for f in OUTPUTS)
+
+    def damage(self) -> str | None:
+        """What is wrong with the files the stage wrote (None: each is as the manifest recorded it)."""
+        for name, record in self.expected.items():
+            path = self.path / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if file_record(path) != record:
+                return f"{name} was changed or cut short since kdlens wrote it"
+        return None
+
+    def _damaged(self, name: str, what: str) -> DamagedError:
+        return DamagedError(f"Expected stages/{self.name}/{name} in {self.path.parent.parent} to be the file kdlens "
+                            f"wrote, but it {what}. Run the audit again (kdlens audit CONFIG): stage {self.name} is "
+                            f"recomputed, the others load.")
+
+    def _path(self, name: str) -> Path | None:
+        """The path of output ``name`` when the stage wrote it (checked against the manifest), else None."""
+        path, record = self.path / name, self.expected.get(name)
+        if record is not None and not path.is_file():
+            raise self._damaged(name, "is missing")
+        if record is not None and file_record(path) != record:
+            raise self._damaged(name, "was changed or cut short since kdlens wrote it")
+        return path if path.is_file() else None
 
     def figures(self) -> dict | None:
         """``figures.json``, or None when the stage did not write one."""
-        path = self.path / "figures.json"
-        return io.read_json(path) if path.is_file() else None
+        path = self._path("figures.json")
+        if path is None:
+            return None
+        try:
+            return io.read_json(path)
+        except ValueError as error:
+            raise self._damaged("figures.json", f"is not valid JSON ({error})") from None
 
     def rows(self) -> list[dict]:
         """``rows.jsonl``, one dict per row (empty when the stage wrote none)."""
-        path = self.path / "rows.jsonl"
-        if not path.is_file():
+        path = self._path("rows.jsonl")
+        if path is None:
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        try:
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        except ValueError as error:
+            raise self._damaged("rows.jsonl", f"is not valid JSON lines ({error})") from None
 
     def arrays(self) -> dict[str, torch.Tensor]:
         """``arrays.safetensors`` as tensors (empty when the stage wrote none)."""
-        path = self.path / "arrays.safetensors"
-        return io.load_tensors(path) if path.is_file() else {}
+        path = self._path("arrays.safetensors")
+        try:
+            return io.load_tensors(path) if path is not None else {}
+        except Exception as error:  # safetensors raises its own error types on a torn file
+            raise self._damaged("arrays.safetensors", f"is no readable safetensors file ({error})") from None
 
     def numpy_arrays(self) -> dict[str, np.ndarray]:
         """``arrays.safetensors`` as numpy arrays, without importing torch (the report's reader)."""
         from safetensors.numpy import load_file
 
-        path = self.path / "arrays.safetensors"
-        return load_file(str(path)) if path.is_file() else {}
+        path = self._path("arrays.safetensors")
+        try:
+            return load_file(str(path)) if path is not None else {}
+        except Exception as error:
+            raise self._damaged("arrays.safetensors", f"is no readable safetensors file ({error})") from None
 
-    def write(self, output: StageOutput) -> None:
-        """Write the stage's files atomically: arrays, then rows, then figures."""
+    def write(self, output: StageOutput) -> dict[str, dict]:
+        """Write the stage's files atomically (arrays, then rows, then figures); returns each one's
+        :func:`file_record` for the manifest."""
         if output.arrays:
             io.save_tensors(self.path / "arrays.safetensors", output.arrays)
         if output.rows is not None:
@@ -106,6 +163,9 @@ class StageDir:
             io.atomic_write_text(self.path / "rows.jsonl", "".join(f"{line}\n" for line in lines))
         if output.figures is not None:
             io.atomic_write_json(self.path / "figures.json", output.figures)
+        written = [name for name, given in zip(OUTPUTS, (output.figures, output.rows, output.arrays), strict=True)
+                   if given is not None and (name != "arrays.safetensors" or given)]
+        return {name: file_record(self.path / name) for name in written}
 
     def say(self, text: str) -> None:
         """Show ``text`` on the stage's progress line (e.g. "seq_kd: 256/600 traces")."""
@@ -127,7 +187,9 @@ class RunDir:
     --------
     >>> import tempfile
     >>> run = RunDir(tempfile.mkdtemp())
-    >>> run.stage("outputs").write(StageOutput(figures={"accuracy": 0.9}, rows=[{"correct": True}]))
+    >>> files = run.stage("outputs").write(StageOutput(figures={"accuracy": 0.9}, rows=[{"correct": True}]))
+    >>> sorted(files)  # each with its size and digest, for the manifest
+    ['figures.json', 'rows.jsonl']
     >>> run.stage("outputs").figures(), run.stage("outputs").rows()
     ({'accuracy': 0.9}, [{'correct': True}])
     """
@@ -179,9 +241,24 @@ class RunDir:
                            f"{layout} (written by kdlens {version}). Run it again into a new folder, or remove it "
                            f"first (rm -rf {self.path}) and run the same command: every stage is recomputed.")
 
+    def check(self) -> None:
+        """Raise :class:`DamagedError` naming every finished stage whose files are not what it wrote (missing, cut
+        short, changed), and the command that recomputes them."""
+        path = self.path / MANIFEST
+        stages = io.read_json(path).get("stages", {}) if path.is_file() else {}
+        damaged = {name: problem for name in stages if (problem := self.stage(name).damage()) is not None}
+        if damaged:
+            listed = "; ".join(f"stage {name}: {problem}" for name, problem in damaged.items())
+            which = "these stages are" if len(damaged) > 1 else "that stage is"
+            raise DamagedError(f"Expected the run directory {self.path} to hold the files kdlens wrote, but {listed}. "
+                               f"Run the audit again (kdlens audit CONFIG): {which} recomputed, the others load.")
+
     # --- files ------------------------------------------------------------------------------------------------
     def stage(self, name: str, say: Callable[[str], None] | None = None) -> StageDir:
-        return StageDir(self.path / "stages" / name, name, say)
+        """Stage ``name``'s folder, checked on reading against the files the manifest recorded for it."""
+        path = self.path / MANIFEST
+        record = io.read_json(path).get("stages", {}).get(name, {}) if path.is_file() else {}
+        return StageDir(self.path / "stages" / name, name, say, record.get("files") if record.get("done") else None)
 
     def model_dir(self, name: str) -> Path:
         """Where the run keeps model ``name`` it built (``save_pretrained`` / ``save_classifier`` layout)."""
@@ -200,9 +277,16 @@ class RunDir:
         io.atomic_write_text(self.path / "config.yaml", text)
 
     def results(self) -> dict | None:
-        """``results.json``, or None when the run has not written it."""
+        """``results.json``, or None when the run has not written it; a damaged one is an error naming it."""
         path = self.path / "results.json"
-        return io.read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return io.read_json(path)
+        except ValueError as error:
+            raise DamagedError(f"Expected {path} to be the results.json kdlens wrote, but it is not valid JSON "
+                               f"({error}). Run the audit again (kdlens audit CONFIG): finished stages load and "
+                               f"results.json is written anew.") from None
 
     def write_results(self, results: dict) -> None:
         io.atomic_write_json(self.path / "results.json", results, sort_keys=False)

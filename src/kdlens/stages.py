@@ -97,6 +97,7 @@ class StageRunner:
         self.manifest = run_dir.manifest()
         self.status: dict[str, str] = {}
         self._display = None
+        self.redone: dict[str, str] = {}  # stage -> what was wrong with its files (so it was computed again)
         self._open: str | None = None  # the progress line stages now run on
         self._cached: list[bool] = []
 
@@ -144,6 +145,8 @@ class StageRunner:
                 yield
                 cached = bool(self._cached) and all(self._cached)
                 status["text"] = "cached" if cached else f"done in {time.perf_counter() - started:.1f} s"
+                if name in self.redone:
+                    status["text"] += f" (redone: {self.redone[name]})"
         finally:
             self._open = None
 
@@ -167,6 +170,11 @@ class StageRunner:
         stage_dir = self.run_dir.stage(stage.name, say=self._sayer(line))
         record = self.manifest["stages"].get(stage.name, {})
         cached = bool(record.get("done")) and record.get("inputs") == digest
+        damage = stage_dir.damage() if cached else None
+        if damage is not None:  # its files are not what it wrote: computed again, never dropped
+            self.redone[stage.name] = damage
+            cached, record = False, {}
+            stage_dir.clear()
         if record.get("inputs") != digest:
             if record:
                 stage_dir.clear()
@@ -175,14 +183,14 @@ class StageRunner:
         if not cached:
             started = time.perf_counter()
             output = stage.run(stage_dir)
-            stage_dir.write(output)
+            files = stage_dir.write(output)
             shutil.rmtree(stage_dir.file("parts"), ignore_errors=True)
             seconds = round(time.perf_counter() - started, 2)
             self.manifest["stages"][stage.name] = {**output.summary, "seconds": seconds, "inputs": digest,
-                                                   "done": True}
+                                                   "files": files, "done": True}
             self.run_dir.save_manifest(self.manifest)
         record = self.manifest["stages"][stage.name]
-        return {k: v for k, v in record.items() if k not in ("inputs", "done")}, cached
+        return {k: v for k, v in record.items() if k not in ("inputs", "done", "files")}, cached
 
     def _sayer(self, line: str | None) -> Callable[[str], None]:
         def say(text: str) -> None:

@@ -79,6 +79,7 @@ def render(run_dir: str | Path, per_kind: int = 4) -> Path:
     """
     run = RunDir(run_dir)
     results = read_results(run)
+    run.check()  # a stage whose files are not what the audit wrote is named, never drawn
     page = PAGES[results["kind"]]
     html = _environment().get_template(page.TEMPLATE).render(**page.context(run, results, per_kind))
     path = run.write_report("report.html", html)
