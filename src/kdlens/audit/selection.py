@@ -3,6 +3,8 @@ thresholds, and the selection rule (weights, floors, the largest accuracy drop).
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field, field_validator
 
 from kdlens.config import StrictModel, did_you_mean
@@ -56,7 +58,9 @@ class SelectionRule(StrictModel):
     @field_validator("weights", "floors")
     @classmethod
     def _known_metrics(cls, values: dict[str, float]) -> dict[str, float]:
-        for key in values:
+        for key, value in values.items():
+            if not math.isfinite(value):
+                raise ValueError(f"{key}: {value} is not a finite number")
             if key not in METRICS:
                 raise ValueError(f"unknown metric {key!r}.{did_you_mean(key, METRICS)} Metrics: "
                                  f"{', '.join(METRICS)}.")

@@ -146,8 +146,8 @@ class StrategyConfig(StrictModel):
 class TrainConfig(StrictModel):
     """The training loop: optimiser, schedule, evaluation, checkpoints."""
 
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
     drop_last: bool = Field(False, description="skip each epoch's last batch when it is incomplete")
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)

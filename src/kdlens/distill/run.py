@@ -18,6 +18,7 @@ from kdlens.config import StrictModel, dump_yaml, validate, with_default_task
 from kdlens.distill.config import STRATEGIES, StrategyConfig, TrainConfig
 from kdlens.distill.trainer import TrainResult, train
 from kdlens.rundir import RunDir
+from kdlens.subjects.devices import check_device
 from kdlens.subjects.sources import ModelSource, load_models
 from kdlens.tasks.shapes import ShapesConfig, ShapesSplit, make_split
 from kdlens.validation import fail
@@ -103,6 +104,7 @@ class DistillRunConfig(StrictModel):
 def run(config: DistillRunConfig, teacher: nn.Module | None = None, progress: bool = True) -> TrainResult:
     """Run (or resume) the distillation ``config`` describes; ``teacher`` overrides ``config.teacher`` (a lab
     teacher is built by its resolver, on the shapes the data draws)."""
+    check_device(config.train.device)
     run_dir = Path(config.run_dir)
     strategy = config.strategy_config()
     # the resolved config: every default filled in, a preset strategy written out term by term

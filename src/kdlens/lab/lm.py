@@ -37,6 +37,7 @@ from kdlens.distill.loop import RUN_SETTINGS
 from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Stage, StageRunner
 from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer
+from kdlens.subjects.devices import check_device
 from kdlens.subjects.lm import load_tokenizer
 from kdlens.tasks import babi, chains
 from kdlens.tasks.babi import BabiConfig
@@ -143,6 +144,7 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
     (seconds; for trained models the last epoch's mean loss terms).
     """
     config = config or LMLabConfig()
+    check_device(device)
     run = RunDir(Path(root) / f"lm-{recipe_hash(config)}")
     run.claim()  # an older layout, or a folder kdlens did not make, is refused before anything is written
     run.write_config(dump_yaml(config))

@@ -30,6 +30,7 @@ from kdlens.lab.cnn import SmallCNN
 from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Stage, StageRunner
 from kdlens.subjects import Classifier, load_classifier
+from kdlens.subjects.devices import check_device
 from kdlens.tasks.shapes import ShapesConfig, make_split
 from kdlens.validation import fail
 
@@ -155,6 +156,7 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
     accuracy on ``test`` and ``test_shifted``, agreement with the teacher on both (students), seconds to train.
     """
     config = config or VisionLabConfig()
+    check_device(device)
     run = RunDir(Path(root) / f"vision-{recipe_hash(config)}")
     run.claim()  # an older layout, or a folder kdlens did not make, is refused before anything is written
     run.write_config(dump_yaml(config))

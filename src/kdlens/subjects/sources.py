@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from kdlens.config import StrictModel, did_you_mean
+from kdlens.subjects.devices import check_device
 from kdlens.validation import fail
 
 Kind = Literal["classifier", "lm"]
@@ -160,6 +161,7 @@ def load_models(sources: dict[str, ModelSource], kind: Kind, device: str = "cpu"
     ``overrides`` go to the resolvers: recipe settings the caller's data fixes (e.g. ``{"shapes": ...}``).
     """
     check_sources(sources, kind)
+    check_device(device)  # after the cheap checks of every source, before any model loads or any lab trains
     loaded: dict[str, Any] = {}
     for name, source in sources.items():
         if source.lab is not None:

@@ -26,7 +26,7 @@ class ShapesAuditData(StrictModel):
 
     task: Literal["shapes"] = "shapes"
     shapes: ShapesConfig = Field(default_factory=ShapesConfig)
-    n: int = Field(1000, ge=1)
+    n: int = Field(1000, ge=1, le=100_000, description="images per split (drawn, so bounded: 100,000 is 1.2 GB)")
     splits: list[Literal["train", "transfer", "test", "test_shifted"]] = Field(
         default_factory=lambda: ["test", "test_shifted"], min_length=1)
     counterfactual_seed: int = 1
@@ -90,7 +90,7 @@ class ModelLayers(StrictModel):
 
 
 class OutputsProbe(StrictModel):
-    n_bins: int = Field(15, ge=1, description="equal-width bins of ECE, MCE and the reliability curves")
+    n_bins: int = Field(15, ge=1, le=1000, description="equal-width bins of ECE, MCE and the reliability curves")
 
 
 class RepresentationsProbe(StrictModel):
@@ -119,7 +119,7 @@ class RobustnessProbe(StrictModel):
     n: int | None = Field(500, ge=1)
     epsilon: float = Field(4 / 255, gt=0)
     epsilons: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
-    steps: int = Field(10, ge=1)
+    steps: int = Field(10, ge=1, le=1000)
 
     @field_validator("epsilons")
     @classmethod
@@ -144,7 +144,7 @@ class AuditConfig(AuditSettings):
         default_factory=dict, description="reference models, e.g. teacher_reseeded (sets the verdict thresholds)")
     layers: dict[str, ModelLayers] = Field(default_factory=dict, description="model name -> its layers")
     probes: Probes = Field(default_factory=Probes)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=65_536)
 
     @model_validator(mode="before")
     @classmethod

@@ -28,11 +28,11 @@ class ReasoningAuditData(StrictModel):
     chains: ChainsConfig | None = Field(default_factory=ChainsConfig)
     babi: BabiConfig | None = Field(default_factory=BabiConfig)
     split: Literal["train", "validation", "test"] = "test"
-    n: int = Field(200, ge=1, description="questions per task")
+    n: int = Field(200, ge=1, le=100_000, description="questions per task")
     prompt_template: str = Field("{question}", description="what each model is given: {question} is the task's "
                                  "question, {examples} the few-shot block (write {{ and }} for literal braces)")
-    few_shot: int = Field(0, ge=0, description="solved questions of the train split, each with the teacher-style "
-                          "trace, that fill {examples} (same task as the question)")
+    few_shot: int = Field(0, ge=0, le=64, description="solved questions of the train split, each with the "
+                          "teacher-style trace, that fill {examples} (same task as the question)")
 
     @model_validator(mode="after")
     def _some_task(self):
@@ -63,8 +63,8 @@ class ReasoningAuditData(StrictModel):
 class TracesProbe(StrictModel):
     """Greedy traces of every model on every question, each checked step by step."""
 
-    max_new_tokens: int = Field(160, ge=1)
-    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(160, ge=1, le=32_768)
+    batch_size: int = Field(32, ge=1, le=4096)
     stop: str | None = Field(None, min_length=1, description="cut each trace before this string's first "
                              "appearance; default: a newline when data.few_shot > 0 (each solved example is one "
                              "line, and a model that follows them goes on to a next question), none otherwise")
@@ -74,8 +74,8 @@ class AnswerCalibrationProbe(StrictModel):
     """The probability a model gives to the answer it wrote, against whether the answer is right."""
 
     enabled: bool = True
-    n_bins: int = Field(10, ge=1)
-    batch_size: int = Field(16, ge=1)
+    n_bins: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1, le=4096)
 
 
 class LMRepresentationsProbe(StrictModel):
@@ -84,7 +84,7 @@ class LMRepresentationsProbe(StrictModel):
 
     enabled: bool = True
     n: int | None = Field(200, ge=2, description="questions used (default: all)")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=4096)
 
 
 class LMProbes(StrictModel):
@@ -98,7 +98,7 @@ class LMAuditConfig(AuditSettings):
 
     data: ReasoningAuditData = Field(default_factory=ReasoningAuditData)
     probes: LMProbes = Field(default_factory=LMProbes)
-    samples: int = Field(3, ge=0, description="sample traces per kind and student in the report")
+    samples: int = Field(3, ge=0, le=100, description="sample traces per kind and student in the report")
 
     @model_validator(mode="after")
     def _names(self):
