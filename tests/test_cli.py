@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import kdlens
@@ -109,8 +110,8 @@ def test_distill_unknown_layer_lists_the_real_ones(tmp_path):
     sections = distill_sections(tmp_path)
     sections["strategy"]["terms"][1]["pairs"][0]["student"] = "block_3"
     result = runner.invoke(app, ["distill", str(write_config(tmp_path, **sections))])
-    assert result.exit_code != 0
-    assert "block3" in str(result.exception)
+    assert result.exit_code == 2 and "block3" in result.output  # one message naming the real layers, no traceback
+    assert "Traceback" not in result.output
 
 
 def test_distill_missing_file_exits_2(tmp_path):
@@ -261,3 +262,13 @@ def test_errors_print_their_whole_message_and_internal_ones_say_how_to_report_th
     assert whole == "('Expected a teacher, but got none.', 2)"  # all of it, not args[0]
     internal = error_message(KeyError("stages"))
     assert "KeyError: 'stages'" in internal and "--debug" in internal
+
+
+@pytest.mark.parametrize("command", [["report"], ["lab", "vision", "--config"], ["lab", "lm", "--config"],
+                                     ["distill"]])
+def test_every_command_prints_a_user_error_as_one_message_and_debug_keeps_the_traceback(tmp_path, command):
+    missing = str(tmp_path / "nowhere.yaml")
+    result = runner.invoke(app, [*command, missing])
+    assert result.exit_code == 2 and "nowhere" in result.output and "Traceback" not in result.output
+    debug = runner.invoke(app, ["--debug", *command, missing])
+    assert debug.exit_code != 0 and isinstance(debug.exception, (FileNotFoundError, ValueError))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -30,12 +31,33 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+DEBUG = {"on": False}  # `kdlens --debug ...`: a user error shows its traceback too (for bug reports)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
+
+
 @app.callback()
 def main(
     version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
                                  help="Print the kdlens version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (for bug reports)."),
 ) -> None:
     """kdlens: distillation you can audit."""
+    DEBUG["on"] = debug
+
+
+def user_errors(command):
+    """A command whose user errors print as one message (exit 2), without a traceback unless --debug."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            if DEBUG["on"] or kwargs.get("debug"):
+                raise
+            console.print(f"[red]{escape(error_message(error))}[/red]")
+            raise typer.Exit(2) from None
+
+    return run
 
 
 @app.command()
@@ -69,6 +91,7 @@ def env() -> None:
 
 
 @app.command()
+@user_errors
 def distill(
     config: Path = typer.Argument(..., help="YAML file: run_dir, data, teacher, student, strategy, train."),
 ) -> None:
@@ -86,6 +109,7 @@ app.add_typer(lab_app, name="lab")
 
 
 @lab_app.command("vision")
+@user_errors
 def lab_vision(
     root: Path = typer.Option(Path("runs/lab"), help="Folder for labs; each recipe gets its own hashed subfolder."),
     config: Path = typer.Option(None, help="YAML recipe (VisionLabConfig) instead of the default one."),
@@ -109,6 +133,7 @@ def lab_vision(
 
 
 @lab_app.command("lm")
+@user_errors
 def lab_lm(
     root: Path = typer.Option(Path("runs/lab"), help="Folder for labs; each recipe gets its own hashed subfolder."),
     config: Path = typer.Option(None, help="YAML recipe (LMLabConfig) instead of the default one."),
@@ -131,6 +156,7 @@ def lab_lm(
 
 
 @app.command()
+@user_errors
 def audit(
     config: Path = typer.Argument(..., help="YAML: run_dir, data, teacher, students, baselines, probes, selection."),
     report: bool = typer.Option(True, help="Write report.html and summary.md when the audit is done."),
@@ -142,32 +168,24 @@ def audit(
     from kdlens.audit import as_config
     from kdlens.audit import run as run_audit
 
-    try:
-        parsed = as_config(config)
-        results = run_audit(parsed, progress=not quiet)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
-        if debug:
-            raise
-        console.print(f"[red]{escape(error_message(error))}[/red]")
-        raise typer.Exit(2) from None
+    parsed = as_config(config)
+    results = run_audit(parsed, progress=not quiet)
     _print_scorecard(results)
     if report:
         _report(Path(parsed.run_dir))
 
 
 @app.command("report")
+@user_errors
 def report_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by `kdlens audit` (holds results.json)."),
 ) -> None:
     """Re-render report.html and summary.md from RUN_DIR's result files (no model is loaded)."""
-    try:
-        _report(run_dir)
-    except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]{escape(str(error))}[/red]")
-        raise typer.Exit(2) from None
+    _report(run_dir)
 
 
 @app.command()
+@user_errors
 def demo(
     root: Path = typer.Option(Path("runs"), help="Where the lab (ROOT/lab) and the audit (ROOT/demo) live."),
     device: str = typer.Option("cpu", help="Where to train the lab: cpu, cuda, ..."),
@@ -176,14 +194,8 @@ def demo(
     from kdlens.audit import AuditConfig
     from kdlens.audit import run as run_audit
     from kdlens.config import validate
-    from kdlens.rundir import LayoutError
-
     config = validate(demo_config(root, device), AuditConfig, source="kdlens demo")
-    try:
-        results = run_audit(config)
-    except LayoutError as error:  # runs/ left by an older kdlens: say what to remove, no traceback
-        console.print(f"[red]{escape(str(error))}[/red]")
-        raise typer.Exit(2) from None
+    results = run_audit(config)
     _print_scorecard(results)
     _report(Path(config.run_dir))
 
@@ -253,14 +265,10 @@ def error_message(error: BaseException) -> str:
 
 
 def _load(path: Path, model):
-    """Validate a YAML config, or exit 2 with the error (a typo's suggestion included) and no traceback."""
+    """Validate a YAML config (a bad one raises with the typo's suggestion; the command prints it, exit 2)."""
     from kdlens.config import load_yaml
 
-    try:
-        return load_yaml(path, model)
-    except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]{escape(str(error))}[/red]")
-        raise typer.Exit(2) from None
+    return load_yaml(path, model)
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
