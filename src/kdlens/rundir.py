@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -222,6 +223,14 @@ class RunDir:
         write. A path that is a file, or a folder holding files kdlens did not write, is refused."""
         if not (self.path / MANIFEST).is_file():
             self.save_manifest(self.manifest())
+
+    def check_writable(self) -> None:
+        """Raise unless kdlens may write here: the folder, or the nearest folder above it that exists, is writable
+        (checked before any work, so a long run cannot fail at its first write)."""
+        existing = next(p for p in (self.path, *self.path.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise LayoutError(f"Expected `run_dir` {self.path} to be writable, but {existing} is not writable by "
+                              f"this user. Choose a run_dir you can write to.")
 
     def _check_foreign(self) -> None:
         if self.path.exists() and not self.path.is_dir():

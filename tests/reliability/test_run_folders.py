@@ -39,3 +39,14 @@ def test_an_empty_or_new_folder_is_claimed_and_reused(tmp_path):
         run.write_config("x: 1\n")
         RunDir(folder).claim()  # a run directory kdlens made: accepted again
         assert (folder / "manifest.json").is_file()
+
+
+def test_an_unwritable_run_dir_is_refused_before_any_work(tmp_path, monkeypatch):
+    import kdlens.rundir as rundir
+
+    monkeypatch.setattr(rundir.os, "access", lambda path, mode: False)  # as a non-root user on a read-only folder
+    with pytest.raises(LayoutError, match="is not writable by this user"):
+        audit.run({"run_dir": str(tmp_path / "run"), "teacher": {"lab": "vision", "lab_root": str(tmp_path / "labs")},
+                   "students": {"s": {"lab": "vision", "lab_root": str(tmp_path / "labs"), "lab_model": "output_kd"}}},
+                  progress=False)
+    assert not (tmp_path / "labs").exists()

@@ -58,3 +58,8 @@ def test_a_registered_resolver_builds_its_models_and_the_rest_load_from_files(tm
                "c": validate({"lab": "toy", "lab_model": "other"}, ModelSource)}
     models = load_models(sources, "classifier", overrides={"shapes": "x"})
     assert list(models) == ["a", "b", "c"] and built == [(["a", "c"], {"shapes": "x"})]
+
+
+def test_a_dtype_on_a_lab_model_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="no dtype for model 's' .*lab model loads in the dtype it was trained in"):
+        check_sources({"s": validate({"lab": "lm", "dtype": "float16"}, ModelSource)}, "lm")

@@ -51,6 +51,7 @@ def run(config: Any, teacher: Any = None, students: dict | None = None, baseline
     kind: AuditKind = kind_of(config)
     run_dir = RunDir(config.run_dir)
     run_dir.manifest()  # a run directory of an older layout, or a folder kdlens did not make, is refused first
+    run_dir.check_writable()
     audit = kind.prepare(config, teacher, students, baselines, progress)
     run_dir.claim()
     run_dir.write_config(dump_yaml(audit.config))

@@ -138,6 +138,9 @@ def check_sources(sources: dict[str, ModelSource], kind: Kind) -> None:
             raise ValueError(f"Expected {where} to be a checkpoint folder or lab: lm (a language model), but got "
                              f"architecture {source.architecture!r}. Save it with save_pretrained and give the "
                              f"folder as checkpoint.")
+        if source.lab is not None and source.dtype is not None:
+            raise ValueError(f"Expected no dtype for {where} (a lab model loads in the dtype it was trained in), but "
+                             f"got {source.dtype!r}. Remove it, or load a saved copy as a checkpoint with that dtype.")
         if kind == "classifier" and source.dtype is not None:
             raise ValueError(f"Expected no dtype for {where} (classifiers run in their weights' dtype), but got "
                              f"{source.dtype!r}. Remove it.")
