@@ -26,3 +26,14 @@ def test_an_unknown_kind_asks_for_a_newer_kdlens(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"schema_version": 2, "kind": "speech"}))
     with pytest.raises(LayoutError, match="kind 'speech'.*Update kdlens"):
         render(tmp_path)
+
+
+def test_a_pipe_in_a_model_name_does_not_break_the_summary_table():
+    from kdlens.report import summary_markdown
+
+    student = {"verdict": "at risk", "verdict_text": "Trails | the teacher.", "accuracy": 0.9}
+    results = {"kind": "classifier", "scorecard": {"chosen": "a|b", "chosen_by_accuracy": "a|b"},
+               "teacher": {"accuracy": 0.95}, "students": {"a|b": student}}
+    rows = [line for line in summary_markdown(results).splitlines() if line.startswith("|")]
+    cells = {len(line.replace("\\|", "").split("|")) for line in rows}
+    assert len(cells) == 1 and "a\\|b" in summary_markdown(results)

@@ -40,7 +40,7 @@ def summary_markdown(results: dict) -> str:
     else:
         lines.append(f"**Chosen: {cell(chosen)}.**" + (f" Accuracy alone would have chosen {cell(by_accuracy)}."
                                                          if by_accuracy and by_accuracy != chosen else ""))
-    lines += ["", "| model | verdict | " + " | ".join(h for _, h, _ in columns) + " |",
+    lines += ["", "| model | verdict | " + " | ".join(cell(h) for _, h, _ in columns) + " |",
               "|---|---|" + "---:|" * len(columns)]
     lines.append("| teacher | | " + " | ".join(fmt(results["teacher"].get(k), f) for k, _, f in columns) + " |")
     for name, s in results["students"].items():
