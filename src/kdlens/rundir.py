@@ -87,20 +87,18 @@ class StageDir:
         """A file of the stage's own (checkpoints, partial results), in its folder."""
         return self.path / name
 
-    @property
-    def done(self) -> bool:
-        """Whether the stage has written its output (figures, rows or arrays)."""
-        return any((self.path / f).is_file() for f in OUTPUTS)
-
     def damage(self) -> str | None:
         """What is wrong with the files the stage wrote (None: each is as the manifest recorded it)."""
-        for name, record in self.expected.items():
-            path = self.path / name
-            if not path.is_file():
-                return f"{name} is missing"
-            if file_record(path) != record:
-                return f"{name} was changed or cut short since kdlens wrote it"
-        return None
+        return next((f"{name} {problem}" for name in self.expected if (problem := self._problem(name))), None)
+
+    def _problem(self, name: str) -> str | None:
+        """How output ``name`` differs from what the manifest recorded of it (None: it does not, or none recorded)."""
+        record, path = self.expected.get(name), self.path / name
+        if record is None:
+            return None
+        if not path.is_file():
+            return "is missing"
+        return "was changed or cut short since kdlens wrote it" if file_record(path) != record else None
 
     def _damaged(self, name: str, what: str) -> DamagedError:
         return DamagedError(f"Expected stages/{self.name}/{name} in {self.path.parent.parent} to be the file kdlens "
@@ -109,11 +107,10 @@ class StageDir:
 
     def _path(self, name: str) -> Path | None:
         """The path of output ``name`` when the stage wrote it (checked against the manifest), else None."""
-        path, record = self.path / name, self.expected.get(name)
-        if record is not None and not path.is_file():
-            raise self._damaged(name, "is missing")
-        if record is not None and file_record(path) != record:
-            raise self._damaged(name, "was changed or cut short since kdlens wrote it")
+        problem = self._problem(name)
+        if problem is not None:
+            raise self._damaged(name, problem)
+        path = self.path / name
         return path if path.is_file() else None
 
     def figures(self) -> dict | None:

@@ -14,20 +14,16 @@ from kdlens.audit.classifier import representations as representations_stages
 from kdlens.io import read_json
 from kdlens.lab import vision
 from kdlens.lab.cnn import SmallCNN
-from kdlens.stages import run_stage
 from kdlens.tasks.files import EvalSplit
 from kdlens.tasks.shapes import make_split
+from tests.audit.classifier import run_alone
 from tests.lab.test_vision import tiny
 
 LAYERS = ["block1", "block2", "block3", "embed"]
 
 
-def outputs_stage(run_dir, *args, **kwargs):  # the stage run on its own in run_dir, its summary returned
-    return run_stage(run_dir, outputs_stages.outputs_stage(*args, **kwargs))
-
-
-def representations_stage(run_dir, *args, **kwargs):
-    return run_stage(run_dir, representations_stages.representations_stage(*args, **kwargs))
+outputs_stage = run_alone(outputs_stages.outputs_stage)  # (run_dir, *args) -> the stage's summary
+representations_stage = run_alone(representations_stages.representations_stage)
 
 
 @pytest.fixture(scope="module")

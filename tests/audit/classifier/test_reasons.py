@@ -10,18 +10,13 @@ from kdlens.audit.classifier import robustness as robustness_stages
 from kdlens.io import read_json
 from kdlens.lab import vision
 from kdlens.probes.consistency import VERDICTS
-from kdlens.stages import run_stage
 from kdlens.tasks.files import EvalSplit
 from kdlens.tasks.shapes import make_split, other_cues, with_cues
+from tests.audit.classifier import run_alone
 from tests.lab.test_vision import tiny
 
-
-def attribution_stage(run_dir, *args, **kwargs):  # the stage run on its own in run_dir, its summary returned
-    return run_stage(run_dir, attribution_stages.attribution_stage(*args, **kwargs))
-
-
-def robustness_stage(run_dir, *args, **kwargs):
-    return run_stage(run_dir, robustness_stages.robustness_stage(*args, **kwargs))
+attribution_stage = run_alone(attribution_stages.attribution_stage)  # (run_dir, *args) -> the stage's summary
+robustness_stage = run_alone(robustness_stages.robustness_stage)
 
 
 @pytest.fixture(scope="module")
