@@ -243,6 +243,44 @@ def test_constant_features_raise_instead_of_nan():
         M.linear_cka(torch.ones(10, 3), torch.randn(10, 3))
 
 
+@settings(max_examples=30, deadline=None)
+@given(matrices(), st.integers(-300, 300), st.integers(-300, 300))
+def test_every_cka_is_the_same_at_any_finite_magnitude(params, power_x, power_y):
+    """Features at 1e200 used to overflow their fourth powers (silently 0.0, or "constant features"); every
+    functional CKA now equals the unit-scale value from 1e-300 to 1e300."""
+    x, y = draw(params)
+    big_x, big_y = x * 10.0**power_x, y * 10.0**power_y
+    for debiased in (False, True):
+        assert M.linear_cka(big_x, big_y, debiased) == pytest.approx(M.linear_cka(x, y, debiased), rel=1e-9,
+                                                                     abs=1e-12)
+        assert M.rbf_cka(big_x, big_y, debiased=debiased) == pytest.approx(M.rbf_cka(x, y, debiased=debiased),
+                                                                           rel=1e-9, abs=1e-12)
+    matrix = M.cka_matrix({"x": big_x}, {"y": big_y, "x": big_x})
+    assert torch.allclose(matrix, M.cka_matrix({"x": x}, {"y": y, "x": x}), rtol=1e-9, atol=1e-12)
+
+
+def test_the_power_of_two_rescaling_rounds_nothing():
+    x, y = draw((30, 5, 4, 7))
+    assert M.linear_cka(x * 2.0**600, y * 2.0**-900) == M.linear_cka(x, y)
+
+
+def test_streaming_cka_names_features_too_large_for_its_sums():
+    x, y = draw((30, 5, 4, 7))
+    for metric, update in ((M.LinearCKA(), lambda m: m.update(x * 1e200, y)),
+                           (M.CKAMatrix(["a"], ["b"]), lambda m: m.update({"a": x}, {"b": y * 1e-100}))):
+        with pytest.raises(ValueError, match=r"magnitude between 1e-60 and 1e\+60.*Multiply the features by one "
+                                             r"constant"):
+            update(metric)
+
+
+def test_minibatch_cka_names_an_overflow_instead_of_calling_it_constant():
+    x, y = draw((30, 5, 4, 7))
+    metric = M.MinibatchCKA()
+    metric.update(x * 1e100, y)
+    with pytest.raises(ValueError, match=r"finite HSIC sums, but got (nan|inf) \(float64 overflowed\)"):
+        metric.compute()
+
+
 def test_permutation_test_detects_signal_and_not_noise():
     x, y = related(n=80)
     signal = M.cka_permutation_test(x, y, n_permutations=199, seed=1)

@@ -78,10 +78,26 @@ def _frobenius_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a @ a.T) * (b @ b.T)).sum()
 
 
-def summarize(x: torch.Tensor, y: torch.Tensor) -> Summary:
-    """Summary of validated float64 features; centres them first (CKA is translation invariant)."""
+def _unit_scaled(x: torch.Tensor) -> torch.Tensor:
+    """``x`` times the power of two that brings its largest magnitude into [0.5, 1): exact in floating point."""
+    largest = x.abs().max()
+    return torch.ldexp(x, -torch.frexp(largest).exponent) if largest > 0 else x
+
+
+def centred(x: torch.Tensor, rescale: bool = True) -> torch.Tensor:
+    """(n, d) float64 features centred, and (``rescale``) scaled by powers of two before and after, so that
+    features as large as 1e300 or as small as 1e-300 keep their fourth powers inside float64's range. CKA is
+    invariant to both, and the scaling rounds nothing: the result equals the unscaled one wherever that one is
+    defined."""
+    x = _unit_scaled(x) if rescale else x
     x = x - x.mean(dim=0, keepdim=True)
-    y = y - y.mean(dim=0, keepdim=True)
+    return _unit_scaled(x) if rescale else x
+
+
+def summarize(x: torch.Tensor, y: torch.Tensor, rescale: bool = True) -> Summary:
+    """Summary of validated float64 features, :func:`centred` first (``rescale=False`` where summaries of
+    different batches are added, and so must share one scale)."""
+    x, y = centred(x, rescale), centred(y, rescale)
     a, b = x.square().sum(1), y.square().sum(1)  # (n,), (n,)
     return Summary(float(x.shape[0]), _frobenius_sq(x, y), _frobenius_sq(x, x), _frobenius_sq(y, y),
                    (a * b).sum(), a.square().sum(), b.square().sum(), a.sum(), b.sum())
@@ -107,7 +123,26 @@ def cka_from_summary(s: Summary, debiased: bool, name_x: str = "x", name_y: str 
     return ratio(xy, xx, yy, name_x, name_y)
 
 
+STREAMING_RANGE = (1e-60, 1e60)  # magnitudes whose raw fourth-power sums stay inside float64
+
+
+def check_streaming_range(x: torch.Tensor, name: str) -> None:
+    """Refuse features whose raw float64 moments (kept uncentred across batches) would over- or underflow."""
+    largest = float(x.abs().max())
+    low, high = STREAMING_RANGE
+    if largest > high or 0 < largest < low:
+        C.fail(name, f"features of magnitude between {low:g} and {high:g} for streaming CKA (its float64 sums of "
+               "fourth powers overflow or underflow beyond)", f"a largest magnitude of {largest:.3g}",
+               "Multiply the features by one constant first (CKA does not change), or use linear_cka, which "
+               "rescales them itself.")
+
+
 def ratio(xy, xx, yy, name_x: str = "x", name_y: str = "y") -> float:
+    """``xy / sqrt(xx yy)``, refusing a zero self-HSIC (constant features) and overflowed sums."""
+    for value, name in ((xy, name_x), (xx, name_x), (yy, name_y)):
+        if not torch.isfinite(torch.as_tensor(value)):
+            C.fail(name, "finite HSIC sums", f"{float(value)} (float64 overflowed)",
+                   "Multiply the features by one constant to bring them nearer 1; CKA does not change.")
     for value, name in ((xx, name_x), (yy, name_y)):
         if not float(value) > 0:
             C.fail(name, "features that vary across examples", "zero (or, debiased, non-positive) self-HSIC",
@@ -154,7 +189,7 @@ def _median(values: torch.Tensor) -> torch.Tensor:
 
 
 def _rbf_gram(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    x = x - x.mean(0, keepdim=True)  # centring keeps |a|^2 - 2ab + |b|^2 (cdist's matmul route) accurate in float64
+    x = centred(x)  # keeps |a|^2 - 2ab + |b|^2 (cdist's matmul route) accurate and inside float64's range
     dist = torch.cdist(x, x)  # (n, n)
     n = x.shape[0]
     pairs = torch.triu_indices(n, n, offset=1, device=x.device)
@@ -251,8 +286,8 @@ def cka_matrix(feats_a: dict, feats_b: dict, kernel: str = "linear", debiased: b
             for j, name_b in enumerate(b):
                 out[i, j] = ratio(gram_hsic(ka, grams_b[j], debiased), self_a, self_b[j], name_a, name_b)
         return out
-    centred_a = {k: v - v.mean(0, keepdim=True) for k, v in a.items()}
-    centred_b = {k: v - v.mean(0, keepdim=True) for k, v in b.items()}
+    centred_a = {k: centred(v) for k, v in a.items()}
+    centred_b = {k: centred(v) for k, v in b.items()}
     n = float(first.shape[0])
 
     def self_terms(v):

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from kdlens import validation as C
-from kdlens.measures.cka import check_pair, cka_from_summary, hsic_numerator, ratio, summarize
+from kdlens.measures.cka import centred, check_pair, cka_from_summary, hsic_numerator, ratio, summarize
 from kdlens.measures.resampling import Interval
 
 
@@ -44,7 +44,7 @@ def cka_permutation_test(x, y, n_permutations: int = 1000, debiased: bool = Fals
     fx, fy = check_pair(x, y, pool, debiased)
     s = summarize(fx, fy)
     statistic = cka_from_summary(s, debiased)
-    fx, fy = fx - fx.mean(0), fy - fy.mean(0)
+    fx, fy = centred(fx), centred(fy)  # as summarize scaled them
     a, b = fx.square().sum(1), fy.square().sum(1)
     n, d1, d2 = fx.shape[0], fx.shape[1], fy.shape[1]
     hxx = hsic_numerator(s.self_x, s.sum_aa, s.sum_a, s.sum_a, s.n, debiased)

@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from kdlens import validation as C
 from kdlens.measures.cka import (
     check_pair,
+    check_streaming_range,
     features,
     hsic_numerator,
     hsic_scale,
@@ -112,6 +113,8 @@ class CKAMatrix(Metric):
         named += [(f, self._label("feats_b", k)) for f, k in zip(ys, self.layers_b, strict=True)]
         for f, name in named[1:]:
             C.check_same_length(named[0][0], f, named[0][1], name)
+        for f, name in named:
+            check_streaming_range(f, name)
         widths_a, widths_b = [x.shape[1] for x in xs], [y.shape[1] for y in ys]
         if self.widths_a is None:
             self.widths_a, self.widths_b = widths_a, widths_b
@@ -243,7 +246,7 @@ class MinibatchCKA(Metric):
 
     def update(self, x, y) -> None:
         fx, fy = check_pair(x, y, self.pool, debiased=True)
-        s = summarize(fx, fy)
+        s = summarize(fx, fy, rescale=False)  # batches are summed: one scale for all
         scale = hsic_scale(s.n, debiased=True)
         dev = self.hsic_xy.device
         self.hsic_xy += (scale * hsic_numerator(s.cross, s.sum_ab, s.sum_a, s.sum_b, s.n, True)).to(dev)
