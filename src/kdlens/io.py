@@ -19,11 +19,26 @@ if TYPE_CHECKING:
     import torch
 
 
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, named ``.<name>.<random>.tmp`` (what :func:`remove_torn_writes`
+    finds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def remove_torn_writes(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that atomic writes under ``folder`` left when their process was killed before
+    the rename (nothing else removes them); returns what was deleted."""
+    torn = sorted(Path(folder).rglob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in torn:
+        path.unlink(missing_ok=True)
+    return torn
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (readers see the old file or the new one, never a torn one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -61,8 +76,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary(path)
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp, metadata=metadata)

@@ -74,14 +74,15 @@ def file_record(path: Path) -> dict:
 class StageDir:
     """One stage's folder: its readers, its one writer, and a line to say how far it has come.
 
-    ``expected`` is what the manifest recorded of the files the stage wrote (name -> :func:`file_record`); a reader
-    refuses a file that no longer matches it (:class:`DamagedError` naming the file and the stage to re-run).
+    ``expected`` is what the manifest recorded of the files the finished stage wrote (name -> :func:`file_record`;
+    None: no finished stage is recorded, and its files are read as they are); a reader refuses a file that no longer
+    matches it, or that the stage did not write (:class:`DamagedError` naming the file and the stage to re-run).
     """
 
     def __init__(self, path: Path, name: str, say: Callable[[str], None] | None = None,
                  expected: dict[str, dict] | None = None) -> None:
         self.path, self.name = path, name
-        self._say, self.expected = say, expected or {}
+        self._say, self.expected = say, expected
 
     def file(self, name: str) -> Path:
         """A file of the stage's own (checkpoints, partial results), in its folder."""
@@ -89,13 +90,15 @@ class StageDir:
 
     def damage(self) -> str | None:
         """What is wrong with the files the stage wrote (None: each is as the manifest recorded it)."""
-        return next((f"{name} {problem}" for name in self.expected if (problem := self._problem(name))), None)
+        return next((f"{name} {problem}" for name in OUTPUTS if (problem := self._problem(name))), None)
 
     def _problem(self, name: str) -> str | None:
         """How output ``name`` differs from what the manifest recorded of it (None: it does not, or none recorded)."""
+        if self.expected is None:
+            return None
         record, path = self.expected.get(name), self.path / name
         if record is None:
-            return None
+            return "was not written by kdlens (the manifest records no such file)" if path.exists() else None
         if not path.is_file():
             return "is missing"
         return "was changed or cut short since kdlens wrote it" if file_record(path) != record else None

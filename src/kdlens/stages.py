@@ -181,6 +181,7 @@ class StageRunner:
             self.manifest["stages"][stage.name] = {"inputs": digest, "done": False}
             self.run_dir.save_manifest(self.manifest)
         if not cached:
+            io.remove_torn_writes(stage_dir.path)  # a process killed mid-write left them; they are never read
             started = time.perf_counter()
             output = stage.run(stage_dir)
             files = stage_dir.write(output)

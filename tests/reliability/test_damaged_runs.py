@@ -13,34 +13,27 @@ from kdlens import audit
 from kdlens.cli import app
 from kdlens.report import render
 from kdlens.rundir import DamagedError
-from tests.audit.test_bad_input import tiny_cnn
+from tests.reliability.runs import CLASSIFIER_STAGES, LM_STAGES, classifier_audit, lm_audit
 
-STAGES = ("outputs", "representations", "attribution", "robustness", "gallery")
+KINDS = {"classifier": (classifier_audit, CLASSIFIER_STAGES), "lm": (lm_audit, LM_STAGES)}
+CASES = [(kind, stage) for kind, (_, stages) in KINDS.items() for stage in stages]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    import torch
-    from safetensors.torch import save_file
-
-    from kdlens.subjects import save_classifier
-
-    root = tmp_path_factory.mktemp("finished")
-    g = torch.Generator().manual_seed(0)
-    save_file({"inputs": torch.rand(16, 3, 16, 16, generator=g), "labels": torch.randint(0, 3, (16,), generator=g)},
-              str(root / "test.safetensors"))
-    kwargs = {"n_classes": 3, "widths": [2, 4, 4]}
-    config = {"run_dir": str(root / "run"), "data": {"task": "tensors", "splits": {"test": str(root /
-                                                                                              "test.safetensors")}},
-              "teacher": {"checkpoint": str(save_classifier(tiny_cnn(), root / "teacher", kwargs))},
-              "students": {"small": {"checkpoint": str(save_classifier(tiny_cnn(seed=1), root / "student", kwargs))}},
-              "probes": {"robustness": {"steps": 1, "epsilons": []},
-                         "attribution": {"agreement_threshold": 0.3}}}
-    audit.run(config, progress=False)
-    return root, config
+    """Per kind: the folder of a finished audit and its config."""
+    out = {}
+    for kind, (build, _) in KINDS.items():
+        root = tmp_path_factory.mktemp(kind)
+        config = build(root)
+        audit.run(config, progress=False)
+        out[kind] = root, config
+    return out
 
 
 def damaged_copy(finished, tmp_path, stage: str, how: str):
+    """A copy of the finished run whose stage folder is deleted, has its last file cut in half, or has a
+    ``figures.json`` that is not JSON."""
     root, config = finished
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
@@ -56,20 +49,21 @@ def damaged_copy(finished, tmp_path, stage: str, how: str):
 
 
 @pytest.mark.parametrize("how", ["deleted", "truncated", "garbage"])
-@pytest.mark.parametrize("stage", STAGES)
-def test_a_damaged_stage_is_computed_again_to_the_same_results(finished, tmp_path, stage, how):
-    config, run = damaged_copy(finished, tmp_path, stage, how)
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+def test_a_damaged_stage_is_computed_again_to_the_same_results(finished, tmp_path, case, how):
+    kind, stage = case
+    config, run = damaged_copy(finished[kind], tmp_path, stage, how)
     with pytest.raises(DamagedError, match=f"stage {stage}: .*that stage is recomputed"):  # the report names it
         render(run)
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 2 and f"stage {stage}" in result.output and "Traceback" not in result.output
     audit.run(config, progress=False)
-    assert (run / "results.json").read_text() == (finished[0] / "run" / "results.json").read_text()
+    assert (run / "results.json").read_text() == (finished[kind][0] / "run" / "results.json").read_text()
     render(run)
 
 
 def test_a_truncated_results_file_is_named_with_what_to_run(finished, tmp_path):
-    config, run = damaged_copy(finished, tmp_path, "gallery", "deleted")
+    config, run = damaged_copy(finished["classifier"], tmp_path, "gallery", "deleted")
     text = (run / "results.json").read_text()
     (run / "results.json").write_text(text[: len(text) // 3])
     result = CliRunner().invoke(app, ["report", str(run)])
