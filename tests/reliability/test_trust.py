@@ -66,3 +66,16 @@ def test_the_legitimate_paths_still_build(tmp_path):
 def test_with_trust_on_the_result_must_still_be_a_module():
     with pytest.raises(TypeError, match="returns an nn.Module.*returned str"):
         build_architecture("os.path:join", {"a": "x"}, trust_remote_code=True)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_classes": {"architecture": "subprocess:run", "kwargs": {"args": ["true"]}}},
+                                    {"n_classes": 3, "widths": [2, {"architecture": "os:system"}, 4]},
+                                    {"n_classes": 3, "widths": [[2, 4], [{"a": 1}]]}])
+def test_untrusted_kwargs_cannot_hold_a_mapping_that_could_be_a_source(tmp_path, kwargs):
+    folder = checkpoint(tmp_path / "ckpt", "kdlens.lab.cnn:SmallCNN", kwargs)
+    with pytest.raises(TypeError, match=r"Expected `kwargs\['(n_classes|widths)'\].*to be a number, string, "
+                                        r"boolean, null or a list of them \(trust_remote_code is off\), but got a "
+                                        r"dict"):
+        load_classifier(folder)
+    assert isinstance(build_architecture("torch.nn:Embedding", {"num_embeddings": 2, "embedding_dim": 2,
+                                                                "_weight": None}, True), torch.nn.Embedding)

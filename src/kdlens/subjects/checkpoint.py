@@ -88,6 +88,8 @@ def build_architecture(architecture: str, kwargs: dict[str, Any], trust_remote_c
         C.fail("architecture", f"a registered kdlens architecture ({', '.join(trusted_architectures())}), or "
                f"trust_remote_code=True", repr(architecture),
                "Loading it imports and runs that code; pass trust_remote_code=True only if you trust its source.")
+    if not trust_remote_code:
+        _check_plain_values(kwargs)
     module_name, _, attr = architecture.partition(":")
     try:
         cls = getattr(_import(module_name, trust_remote_code), attr)
@@ -142,3 +144,18 @@ def _check_kwargs(kwargs) -> None:
     if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
         C.fail("kwargs", "a dict of the architecture's keyword arguments (str keys)", reprlib.repr(kwargs),
                "Pass {} for an architecture without arguments.", error=TypeError)
+
+
+def _check_plain_values(kwargs: dict, where: str = "kwargs") -> None:
+    """Untrusted kwargs hold numbers, strings, booleans, nulls and lists of them: a mapping could be read as another
+    source (an architecture and its own kwargs) by whatever receives it."""
+    for key, value in kwargs.items():
+        name = f"{where}[{key!r}]"
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if isinstance(item, list | tuple):
+                _check_plain_values(dict(enumerate(item)), name)
+            elif not (item is None or isinstance(item, bool | int | float | str)):
+                C.fail(name, "a number, string, boolean, null or a list of them (trust_remote_code is off)",
+                       f"a {type(item).__name__}", "A model folder's kwargs cannot hold mappings or objects unless "
+                       "you trust it: pass trust_remote_code=True only if you trust its source.", error=TypeError)
