@@ -118,6 +118,9 @@ def test_counterfactual_separates_a_cue_reader_from_a_shape_reader():
     ({"epsilon": float("nan")}, ValueError, "epsilon"),
     ({"epsilon": 0.1, "steps": 0}, ValueError, "Expected `steps` to be a positive integer"),
     ({"epsilon": 0.1, "step_size": -1.0}, ValueError, "step_size"),
+    ({"epsilon": 1e30}, ValueError, r"at most the inputs' whole range \(1, bounds 0 to 1\), but got 1e\+30"),
+    ({"epsilon": 0.1, "bounds": (1.0, 0.0)}, ValueError, "Expected `bounds` to be a finite .low, high. pair"),
+    ({"epsilon": 0.1, "bounds": (0.0, float("inf"))}, ValueError, "Expected `bounds`"),
 ])
 def test_bad_attack_settings(kwargs, error, message):
     model, (x, y) = Linear(), data()
@@ -137,3 +140,15 @@ def test_bad_attack_inputs():
         adversarial_agreement(model, model, x, y, 0.1, attack="cw")
     with pytest.raises(ValueError, match="the same shape"):
         counterfactual_flips(model, model, x, x[:-1])
+
+
+def test_inputs_outside_the_bounds_are_refused_not_clipped():
+    """Normalised images (here in [-1, 1]) under the default bounds (0, 1) would be clipped before the attack began:
+    every number after would be of other inputs."""
+    model, (x, y) = Linear(), data()
+    normalised = 2 * x - 1
+    with pytest.raises(ValueError, match=r"values inside the attack's bounds \[0, 1\].*probes.robustness.bounds"):
+        pgd(model, normalised, y, epsilon=0.03)
+    adv = pgd(model, normalised, y, epsilon=0.03, steps=5, bounds=(-1, 1))
+    assert float((adv - normalised).abs().max()) <= 0.03 + 1e-12 and float(adv.min()) >= -1
+    assert float(adv.min()) < 0  # nothing was clipped to 0

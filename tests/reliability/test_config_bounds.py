@@ -16,6 +16,12 @@ BAD = {
     "an infinite weight": ({"selection": {"weights": {"accuracy": float("inf")}}}, "inf is not a finite number"),
     "a NaN floor": ({"selection": {"floors": {"ece": float("nan")}}}, "nan is not a finite number"),
     "a huge batch": ({"batch_size": 10**9}, "less than or equal to 65536"),
+    "an epsilon of 1e30": ({"probes": {"robustness": {"epsilons": [1e30]}}}, "epsilon 1e\\+30 exceeds the inputs' "
+                                                                              "whole range"),
+    "bounds the wrong way round": ({"probes": {"robustness": {"bounds": [1, 0]}}}, "low < high"),
+    "a billion questions for CKA": ({"data": {"task": "reasoning"}, "probes": {"representations": {"n": 10**9}}},
+                                    "less than or equal to 100000"),
+    "a billion images to attack": ({"probes": {"robustness": {"n": 10**9}}}, "less than or equal to 100000"),
     "endless generation": ({"data": {"task": "reasoning"}, "probes": {"traces": {"max_new_tokens": 10**7}}},
                            "less than or equal to 32768"),
 }

@@ -15,6 +15,8 @@ Attacks run in eval mode with gradients taken only with respect to the inputs; t
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,23 @@ from kdlens.probes.attribution_common import evaluating
 from kdlens.subjects import Classifier
 
 
-def _check_attack(model, inputs, labels, epsilon) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+def check_bounds(bounds, epsilon: float | None = None) -> tuple[float, float]:
+    """``(low, high)``, finite with ``low < high``; an ``epsilon`` beyond ``high - low`` is refused (such a budget
+    reaches every valid input: a typo, not a threat model)."""
+    if not isinstance(bounds, tuple | list) or len(bounds) != 2 or not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bounds) \
+            or not bounds[0] < bounds[1]:
+        C.fail("bounds", "a finite (low, high) pair with low < high, the inputs' valid range", repr(bounds),
+               "Images in [0, 1] use (0, 1); normalised images the range their normalisation maps [0, 1] to.")
+    low, high = float(bounds[0]), float(bounds[1])
+    if epsilon is not None and epsilon > high - low:
+        C.fail("epsilon", f"an L-inf budget of at most the inputs' whole range ({high - low:g}, bounds {low:g} to "
+               f"{high:g})", f"{epsilon:g}", "A larger budget lets the attack reach every valid input; for images "
+               "in [0, 1], 2/255 to 8/255 are the usual budgets.")
+    return low, high
+
+
+def _check_attack(model, inputs, labels, epsilon, bounds) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     subject = model if isinstance(model, Classifier) else Classifier(model)
     x = C.as_float(inputs, "inputs")
     if x.ndim < 2:
@@ -35,6 +53,12 @@ def _check_attack(model, inputs, labels, epsilon) -> tuple[Classifier, torch.Ten
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < float("inf"):
         C.fail("epsilon", "a nonnegative L-inf budget in input units", repr(epsilon),
                "For images in [0, 1], 2/255 to 8/255 are the usual budgets.")
+    low, high = check_bounds(bounds, epsilon)
+    if float(x.min()) < low or float(x.max()) > high:
+        C.fail("inputs", f"values inside the attack's bounds [{low:g}, {high:g}] (it clips to them)",
+               f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]",
+               "Pass the inputs' valid range as bounds (in a config: probes.robustness.bounds), e.g. the range a "
+               "normalisation maps [0, 1] to.")
     return subject, x, y
 
 
@@ -67,7 +91,7 @@ def fgsm(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tens
     -------
     (n, ...) adversarial inputs, on the CPU, with ``|x_adv - x| <= epsilon`` everywhere.
     """
-    subject, x, y = _check_attack(model, inputs, labels, epsilon)
+    subject, x, y = _check_attack(model, inputs, labels, epsilon, bounds)
     out = []
     with evaluating(subject.model):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
@@ -97,7 +121,7 @@ def pgd(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tenso
     -------
     (n, ...) adversarial inputs on the CPU, ``|x_adv - x| <= epsilon``.
     """
-    subject, x, y = _check_attack(model, inputs, labels, epsilon)
+    subject, x, y = _check_attack(model, inputs, labels, epsilon, bounds)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         C.fail("steps", "a positive integer", repr(steps), "10 steps is the usual PGD budget for evaluation.")
     step_size = 2.5 * epsilon / steps if step_size is None else C.check_positive(step_size, "step_size")
@@ -185,12 +209,13 @@ def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.T
 def robustness_curve(teacher: nn.Module, students: dict[str, nn.Module], inputs: torch.Tensor, labels: torch.Tensor,
                      epsilons: list[float], steps: int = 10, seed: int = 0, headline_epsilon: float | None = None,
                      headline: dict[str, tuple[float, float]] | None = None,
-                     teacher_attack: torch.Tensor | None = None) -> dict:
+                     teacher_attack: torch.Tensor | None = None, bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Accuracy under PGD vs L-inf budget for every model, and each student's agreement with the teacher on inputs
     attacked against the student.
 
     ``headline`` (student -> (accuracy, agreement)) and ``teacher_attack`` (the teacher's PGD inputs) at
     ``headline_epsilon`` are reused there, not recomputed.
+    ``bounds`` is the inputs' valid range, as in :func:`pgd`.
 
     Returns
     -------
@@ -200,7 +225,8 @@ def robustness_curve(teacher: nn.Module, students: dict[str, nn.Module], inputs:
     curve: dict = {"epsilons": epsilons, "accuracy": {}, "agreement": {}}
     attacked = {headline_epsilon: teacher_attack} if teacher_attack is not None else {}
     curve["accuracy"]["teacher"] = [float((predictions(teacher, attacked[e] if e in attacked else pgd(
-        teacher, inputs, labels, e, steps=steps, seed=seed)) == labels).double().mean()) for e in epsilons]
+        teacher, inputs, labels, e, steps=steps, seed=seed, bounds=bounds)) == labels).double().mean())
+        for e in epsilons]
     for name, student in students.items():
         accuracy, agreement = [], []
         for e in epsilons:
@@ -208,7 +234,7 @@ def robustness_curve(teacher: nn.Module, students: dict[str, nn.Module], inputs:
                 accuracy.append(headline[name][0])
                 agreement.append(headline[name][1])
                 continue
-            adv = pgd(student, inputs, labels, e, steps=steps, seed=seed)
+            adv = pgd(student, inputs, labels, e, steps=steps, seed=seed, bounds=bounds)
             own = predictions(student, adv)
             accuracy.append(float((own == labels).double().mean()))
             agreement.append(float((own == predictions(teacher, adv)).double().mean()))

@@ -7,6 +7,7 @@ instead). The whole file is validated before any model is built; a typo names th
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -60,7 +61,7 @@ class ImageFolderAuditData(StrictModel):
     masks: dict[str, str] = Field(default_factory=dict, description="split -> folder of masks")
     image_size: int | None = Field(None, ge=1, description="resize every image (and mask) to this square size")
     shifted_split: str | None = None
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=100_000, description="at most n examples (all when fewer)")
 
     @model_validator(mode="after")
     def _known_splits(self):
@@ -95,7 +96,7 @@ class OutputsProbe(StrictModel):
 
 class RepresentationsProbe(StrictModel):
     enabled: bool = True
-    n: int | None = Field(None, ge=2, description="examples of the primary split (default: all)")
+    n: int | None = Field(None, ge=2, le=100_000, description="at most n examples of the primary split (default: all)")
 
 
 class AttributionProbe(StrictModel):
@@ -105,7 +106,7 @@ class AttributionProbe(StrictModel):
     ``agreement_threshold`` / ``evidence_threshold`` if given; with neither, verdicts are left out (null)."""
 
     enabled: bool = True
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=100_000, description="at most n examples (all when fewer)")
     top_k: float = Field(0.2, gt=0, le=1)
     quantile: float = Field(0.1, gt=0, lt=1)
     agreement_threshold: float | None = Field(None, ge=-1, le=1)
@@ -116,10 +117,12 @@ class RobustnessProbe(StrictModel):
     """PGD against each model; ``epsilon`` is the headline budget, ``epsilons`` the curve (L-inf, input units)."""
 
     enabled: bool = True
-    n: int | None = Field(500, ge=1)
+    n: int | None = Field(500, ge=1, le=100_000, description="at most n examples (all when fewer)")
     epsilon: float = Field(4 / 255, gt=0)
     epsilons: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
     steps: int = Field(10, ge=1, le=1000)
+    bounds: tuple[float, float] = Field((0.0, 1.0), description="the inputs' valid range, which attacks clip to "
+                                        "(images in [0, 1]: the default); every epsilon is at most its width")
 
     @field_validator("epsilons")
     @classmethod
@@ -127,6 +130,18 @@ class RobustnessProbe(StrictModel):
         if any(v <= 0 for v in values):
             raise ValueError(f"every epsilon must be > 0, got {values}")
         return sorted(set(values))
+
+    @model_validator(mode="after")
+    def _within_bounds(self) -> RobustnessProbe:
+        low, high = self.bounds
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"bounds must be finite with low < high, got {list(self.bounds)}")
+        too_big = [e for e in [self.epsilon, *self.epsilons] if e > high - low]
+        if too_big:
+            raise ValueError(f"epsilon {too_big[0]:g} exceeds the inputs' whole range ({high - low:g}, bounds "
+                             f"{low:g} to {high:g}): such a budget reaches every valid input. For images in [0, 1], "
+                             "2/255 to 8/255 are the usual budgets")
+        return self
 
 
 class Probes(StrictModel):

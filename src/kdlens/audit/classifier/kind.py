@@ -193,7 +193,8 @@ class ClassifierKind:
         if probes.robustness.enabled:
             probe = probes.robustness
             runner.run(robustness_stage(teacher, students, subset(primary, probe.n), epsilon=probe.epsilon,
-                                        steps=probe.steps, seed=config.seed, epsilons=probe.epsilons))
+                                        steps=probe.steps, seed=config.seed, epsilons=probe.epsilons,
+                                        bounds=probe.bounds))
         else:
             runner.skip("robustness")
         hashes = {name: runner.inputs_hash(name) for name in ("outputs", "representations", "attribution",

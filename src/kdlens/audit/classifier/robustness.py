@@ -20,7 +20,8 @@ from kdlens.tasks.files import EvalSplit
 
 
 def robustness_stage(teacher: nn.Module, students: dict[str, nn.Module], data: EvalSplit, epsilon: float = 4 / 255,
-                     steps: int = 10, seed: int = 0, epsilons: Sequence[float] = ()) -> Stage:
+                     steps: int = 10, seed: int = 0, epsilons: Sequence[float] = (),
+                     bounds: tuple[float, float] = (0.0, 1.0)) -> Stage:
     """PGD (L-inf ``epsilon``, ``steps`` steps) against the teacher and against each student, and, when ``data``
     has counterfactuals, the cue-flip test.
 
@@ -29,6 +30,7 @@ def robustness_stage(teacher: nn.Module, students: dict[str, nn.Module], data: E
     changes, and how often it follows the edited cue. ``epsilons`` adds a curve: at each budget, every model's
     accuracy under its own attack and each student's agreement with the teacher on it (``figures["curve"]``,
     :func:`kdlens.probes.robustness.robustness_curve`).
+    ``bounds`` is the inputs' valid range (low, high), which every attack clips to; inputs outside it are refused.
 
     Returns
     -------
@@ -37,17 +39,17 @@ def robustness_stage(teacher: nn.Module, students: dict[str, nn.Module], data: E
     models = {TEACHER: teacher, **students}
     epsilons = sorted({float(e) for e in epsilons})
     inputs = {"stage": "robustness", "epsilon": epsilon, "steps": steps, "seed": seed, "models": digests(models),
-              "data": data_digest(data), "epsilons": epsilons}
+              "data": data_digest(data), "epsilons": epsilons, "bounds": list(bounds)}
 
     def compute(_) -> StageOutput:
-        on_teacher = pgd(teacher, data.inputs, data.labels, epsilon, steps=steps, seed=seed)
+        on_teacher = pgd(teacher, data.inputs, data.labels, epsilon, steps=steps, seed=seed, bounds=bounds)
         teacher_robust = float((predictions(teacher, on_teacher) == data.labels).double().mean())
         figures: dict = {"epsilon": epsilon, "steps": steps, "attack": "pgd", "n": len(data.labels),
                          "teacher_robust_accuracy": teacher_robust, "models": {}}
         rows = []
         for name, student in students.items():
             values = adversarial_agreement(teacher, student, data.inputs, data.labels, epsilon, attack="pgd",
-                                           teacher_attack=on_teacher, steps=steps, seed=seed)
+                                           teacher_attack=on_teacher, steps=steps, seed=seed, bounds=bounds)
             if data.counterfactuals is not None:
                 values.update(counterfactual_flips(teacher, student, data.inputs, data.counterfactuals,
                                                    data.counterfactual_targets))
@@ -59,7 +61,7 @@ def robustness_stage(teacher: nn.Module, students: dict[str, nn.Module], data: E
                         for name, entry in figures["models"].items()}
             figures["curve"] = robustness_curve(teacher, students, data.inputs, data.labels, epsilons, steps=steps,
                                                 seed=seed, headline_epsilon=epsilon, headline=headline,
-                                                teacher_attack=on_teacher)
+                                                teacher_attack=on_teacher, bounds=bounds)
         summary = {}
         for name, entry in figures["models"].items():
             summary[name] = {"robust_accuracy": entry["student_correct"]["mean"],

@@ -83,7 +83,7 @@ class LMRepresentationsProbe(StrictModel):
     question followed by the teacher's trace."""
 
     enabled: bool = True
-    n: int | None = Field(200, ge=2, description="questions used (default: all)")
+    n: int | None = Field(200, ge=2, le=100_000, description="the first n questions, tasks in order (all when fewer)")
     batch_size: int = Field(16, ge=1, le=4096)
 
 
