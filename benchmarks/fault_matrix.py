@@ -9,7 +9,8 @@ an older kdlens (``--python`` of another checkout's venv). Every case runs in it
 and a 6 GB address-space limit. Outcomes:
 
   identical results   the command succeeded and results.json equals a clean run's (or the value is right)
-  clear error         it refused with a message and no traceback (the message's first line is kept)
+  clear error         it refused, without a traceback, with a message that names the problem and the fix
+  cryptic error       it refused without a traceback, but the message names nothing ("2", "Expecting value")
   traceback           it failed with a raw Python traceback
   silent              it succeeded where it should have refused, or its results differ from a clean run's
   ran code            a payload the case planted ran (a file it writes appeared)
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEMORY = 6 * 2**30
+# Written out rather than imported from tests/: it must run on an install of another kdlens version.
 SETUP = r'''
 import json, sys, torch
 from pathlib import Path
@@ -153,7 +155,14 @@ def judged(code, output: str) -> Outcome:
     if code == 0:
         return Outcome("silent", "exit 0")
     lines = [line for line in output.strip().splitlines() if line.strip()]
-    return Outcome("clear error", " ".join(lines)[:300])
+    message = " ".join(lines)[:300]
+    return Outcome(clarity(message), message)
+
+
+def clarity(message: str) -> str:
+    """"clear error" when the message names the problem (kdlens's "Expected X to be ..., but got ..." template, or
+    a config's "Invalid ... in FILE" summary), else "cryptic error" (e.g. "2", "teacher", "Expecting value")."""
+    return "clear error" if any(mark in message for mark in ("Expected", "Invalid ")) else "cryptic error"
 
 
 def same_results(install: Install, kind: str, run: Path, code, output) -> Outcome:
@@ -603,6 +612,9 @@ def main() -> None:
 
 def table(before: dict, after: dict) -> str:
     """Markdown: one row per case, its outcome before and after, and counts per outcome."""
+    for row in before["cases"] + after["cases"]:  # files written before "cryptic error" existed
+        if row["outcome"] == "clear error":
+            row["outcome"] = clarity(row["detail"])
     old = {(r["group"], r["id"]): r for r in before["cases"]}
     lines = ["| group | case | before | after |", "|---|---|---|---|"]
     for row in after["cases"]:

@@ -101,11 +101,23 @@ def read_yaml(text: str, source: str = "config") -> Any:
 def load_yaml(path: str | Path, model: type[Model]) -> Model:
     """Read a YAML file (:func:`read_yaml`) and validate it as ``model``; errors name the file and the offending
     key path."""
+    return validate(read_config_file(path), model, source=str(path))
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The parsed contents (:func:`read_yaml`) of a UTF-8 YAML file; a missing file, a folder or bytes that are not
+    UTF-8 are each one error naming the path."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Expected `config` to be a YAML file, but got {path} (no such file).")
-    data = read_yaml(path.read_text(encoding="utf-8"), source=str(path))
-    return validate(data, model, source=str(path))
+        what = "which is a folder" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"Expected `config` to be a YAML file, but got {path} ({what}).")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Expected {path} to be UTF-8 text, but byte {data[error.start]:#04x} at offset "
+                         f"{error.start} is not UTF-8. Save the config as UTF-8.") from None
+    return read_yaml(text, source=str(path))
 
 
 def validate(data: Any, model: type[Model], source: str = "config") -> Model:

@@ -212,7 +212,14 @@ class RunDir:
             self._check_foreign()
             return {"layout": LAYOUT, "versions": {"kdlens": kdlens.__version__, "torch": version("torch")},
                     "stages": {}}
-        manifest = io.read_json(path)
+        try:
+            manifest = io.read_json(path)
+        except ValueError as error:
+            raise DamagedError(f"Expected {path} to be the manifest kdlens wrote, but it is not valid JSON ({error}). "
+                               f"Remove the run directory to start over (rm -rf {self.path}).") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
+            raise DamagedError(f"Expected {path} to be the manifest kdlens wrote, but it holds no stages mapping. "
+                               f"Remove the run directory to start over (rm -rf {self.path}).")
         if manifest.get("layout") != LAYOUT:
             raise self.layout_error(manifest.get("versions", {}).get("kdlens", "an older kdlens"),
                                     manifest.get("layout", 1))
@@ -228,9 +235,24 @@ class RunDir:
         """Raise unless kdlens may write here: the folder, or the nearest folder above it that exists, is writable
         (checked before any work, so a long run cannot fail at its first write)."""
         existing = next(p for p in (self.path, *self.path.parents) if p.exists())
-        if not os.access(existing, os.W_OK):
-            raise LayoutError(f"Expected `run_dir` {self.path} to be writable, but {existing} is not writable by "
-                              f"this user. Choose a run_dir you can write to.")
+        problem = None if os.access(existing, os.W_OK) else "is not writable by this user"
+        if problem is None and existing.is_dir():  # permissions do not tell all (read-only mounts, /proc, quotas)
+            made = [p for p in (self.path, *self.path.parents) if not p.exists()][::-1]
+            try:
+                for folder in made:
+                    folder.mkdir()
+                probe = self.path / f".write-check-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as error:
+                problem = f"cannot hold a new file ({error.strerror or error})"
+            finally:
+                for folder in reversed(made):
+                    if folder.is_dir():
+                        folder.rmdir()
+        if problem is not None:
+            raise LayoutError(f"Expected `run_dir` {self.path} to be writable, but {existing} {problem}. Choose a "
+                              f"run_dir you can write to.")
 
     def _check_foreign(self) -> None:
         if self.path.exists() and not self.path.is_dir():

@@ -49,3 +49,6 @@ def lm_audit(root: Path) -> dict:
                 root / "student")}},
             "probes": {"traces": {"max_new_tokens": 8, "batch_size": 1}, "calibration": {"batch_size": 4},
                        "representations": {"n": 4}}}
+
+
+KINDS = {"classifier": (classifier_audit, CLASSIFIER_STAGES), "lm": (lm_audit, LM_STAGES)}

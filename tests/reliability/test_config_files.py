@@ -30,11 +30,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, "not UTF-8"])
 def test_each_bad_file_is_one_clear_error(tmp_path, case):
-    text, message = CASES[case]
+    text, message = CASES.get(case, (None, r"to be UTF-8 text, but byte 0xff at offset 10 is not UTF-8"))
     path = tmp_path / "audit.yaml"
-    path.write_text(text)
+    path.write_bytes(text.encode() if text is not None else b"run_dir: x\xff\n")
     with pytest.raises(ValueError, match=message):
         audit.run(path, progress=False)
     result = CliRunner().invoke(app, ["audit", str(path), "--quiet"])
@@ -51,3 +51,8 @@ def test_kwargs_are_refused_where_nothing_reads_them():
         validate({"lab": "vision", "kwargs": {"x": 1}}, ModelSource)
     with pytest.raises(ValueError, match="kwargs go with architecture"):
         validate({"checkpoint": "folder", "kwargs": {"x": 1}}, ModelSource)
+
+
+def test_a_folder_given_as_the_config_is_named_as_a_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="which is a folder"):
+        audit.run(tmp_path, progress=False)

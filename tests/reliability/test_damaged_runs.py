@@ -13,22 +13,9 @@ from kdlens import audit
 from kdlens.cli import app
 from kdlens.report import render
 from kdlens.rundir import DamagedError
-from tests.reliability.runs import CLASSIFIER_STAGES, LM_STAGES, classifier_audit, lm_audit
+from tests.reliability.runs import KINDS
 
-KINDS = {"classifier": (classifier_audit, CLASSIFIER_STAGES), "lm": (lm_audit, LM_STAGES)}
 CASES = [(kind, stage) for kind, (_, stages) in KINDS.items() for stage in stages]
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """Per kind: the folder of a finished audit and its config."""
-    out = {}
-    for kind, (build, _) in KINDS.items():
-        root = tmp_path_factory.mktemp(kind)
-        config = build(root)
-        audit.run(config, progress=False)
-        out[kind] = root, config
-    return out
 
 
 def damaged_copy(finished, tmp_path, stage: str, how: str):
@@ -69,3 +56,14 @@ def test_a_truncated_results_file_is_named_with_what_to_run(finished, tmp_path):
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 2 and "results.json" in result.output and "not valid JSON" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("text", ["{{{", "[1, 2]"])
+def test_a_manifest_that_is_not_kdlens_s_says_how_to_start_over(finished, tmp_path, text):
+    config, run = damaged_copy(finished["classifier"], tmp_path, "gallery", "deleted")
+    (run / "manifest.json").write_text(text)
+    with pytest.raises(DamagedError, match=r"manifest.json to be the manifest kdlens wrote.*start over \(rm -rf "):
+        audit.run(config, progress=False)
+    shutil.rmtree(run)  # the fix it names
+    audit.run(config, progress=False)
+    assert (run / "results.json").read_text() == (finished["classifier"][0] / "run" / "results.json").read_text()

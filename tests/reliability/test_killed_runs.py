@@ -18,10 +18,9 @@ import yaml
 
 from kdlens import audit
 from kdlens.io import read_json
-from tests.reliability.runs import CLASSIFIER_STAGES, LM_STAGES, classifier_audit, lm_audit
+from tests.reliability.runs import KINDS
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = {"classifier": (classifier_audit, CLASSIFIER_STAGES), "lm": (lm_audit, LM_STAGES)}
 CASES = [
     ("classifier", "outputs", "start"), ("classifier", "outputs", "shard"), ("classifier", "outputs", "part"),
     ("classifier", "representations", "shard"), ("classifier", "attribution", "start"),
@@ -35,19 +34,7 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """Per kind: its config (models saved once) and the results.json text of a run that was never killed."""
-    out = {}
-    for kind, (build, _) in KINDS.items():
-        root = tmp_path_factory.mktemp(kind)
-        config = build(root)
-        audit.run(config, progress=False)
-        out[kind] = config, (root / "run" / "results.json").read_text()
-    return out
-
-
-@pytest.fixture(scope="module")
-def killed(uninterrupted, tmp_path_factory):
+def killed(finished, tmp_path_factory):
     """Per case: its config and the state of its run directory just after the kill."""
     root = tmp_path_factory.mktemp("killed")
 
@@ -55,7 +42,7 @@ def killed(uninterrupted, tmp_path_factory):
         kind, stage, when = case
         folder = root / f"{kind}-{stage}-{when}"
         folder.mkdir()
-        config = {**uninterrupted[kind][0], "run_dir": str(folder / "run")}
+        config = {**finished[kind][1], "run_dir": str(folder / "run")}
         (folder / "audit.yaml").write_text(yaml.safe_dump(config))
         done = subprocess.run([sys.executable, "-m", "tests.reliability.killed", str(folder / "audit.yaml"), stage,
                                when], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -68,7 +55,7 @@ def killed(uninterrupted, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
-def test_a_run_killed_anywhere_resumes_to_identical_results(uninterrupted, killed, case):
+def test_a_run_killed_anywhere_resumes_to_identical_results(finished, killed, case):
     kind, stage, when = case
     config, done, stages, files = killed[case]
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
@@ -80,7 +67,8 @@ def test_a_run_killed_anywhere_resumes_to_identical_results(uninterrupted, kille
     if when in ("part", "writing"):
         assert any(name.startswith(f"{stage}/") and name.endswith(".tmp") for name in files)  # a torn write
     audit.run(config, progress=False)
-    assert (Path(config["run_dir"]) / "results.json").read_text() == uninterrupted[kind][1]
+    clean = finished[kind][0] / "run" / "results.json"
+    assert (Path(config["run_dir"]) / "results.json").read_text() == clean.read_text()
     after = read_json(Path(config["run_dir"]) / "manifest.json")["stages"]
     assert all(after[name] == stages[name] for name in before)  # loaded as they were, not computed again
     leftovers = [p for p in (Path(config["run_dir"]) / "stages").rglob("*.tmp")]

@@ -50,3 +50,11 @@ def test_an_unwritable_run_dir_is_refused_before_any_work(tmp_path, monkeypatch)
                    "students": {"s": {"lab": "vision", "lab_root": str(tmp_path / "labs"), "lab_model": "output_kd"}}},
                   progress=False)
     assert not (tmp_path / "labs").exists()
+
+
+def test_a_run_dir_where_no_file_can_be_made_is_refused_and_nothing_is_left(tmp_path):
+    """Permission bits say yes as root, or on /proc: a real file is tried, inside the run directory only."""
+    with pytest.raises(LayoutError, match=r"/proc cannot hold a new file"):
+        RunDir("/proc/kdlens-run/x").check_writable()
+    RunDir(tmp_path / "new" / "run").check_writable()
+    assert list(tmp_path.iterdir()) == []  # the folders it tried with are gone again

@@ -6,13 +6,12 @@ kind's stages through one :class:`~kdlens.stages.StageRunner`, then scores the s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from kdlens.audit.kind import AuditKind, kind_of
 from kdlens.audit.results import write_results
 from kdlens.audit.scorecard import scorecard
-from kdlens.config import dump_yaml, load_yaml, read_yaml, validate
+from kdlens.config import dump_yaml, read_config_file, validate
 from kdlens.rundir import RunDir
 from kdlens.stages import StageRunner
 
@@ -26,9 +25,8 @@ def as_config(config: Any) -> Any:
         return config
     if isinstance(config, dict):
         return validate(config, kind.config_type)
-    path = Path(config)
-    raw = read_yaml(path.read_text(encoding="utf-8"), source=str(path)) if path.is_file() else None
-    return load_yaml(path, kind_of(raw).config_type)
+    raw = read_config_file(config)
+    return validate(raw, kind_of(raw).config_type, source=str(config))
 
 
 def run(config: Any, teacher: Any = None, students: dict | None = None, baselines: dict | None = None,
