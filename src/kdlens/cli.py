@@ -232,6 +232,9 @@ SCORECARD_COLUMNS = {  # per audit kind (results.json's "kind"): metric -> colum
 
 def _print_scorecard(results: dict) -> None:
     card = results["scorecard"]
+    warning = (card.get("teacher_reference") or {}).get("text")
+    if warning:
+        console.print(f"[bold yellow]{escape(warning)}[/bold yellow]")
     table = Table(title="scorecard")
     table.add_column("student", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
@@ -243,7 +246,7 @@ def _print_scorecard(results: dict) -> None:
         table.add_row(escape(name), s["verdict"], *("-" if s.get(k) is None else f"{s[k]:.3f}" for k in keys))
     console.print(table)
     if card["chosen"] is None:
-        console.print("[red]No student passes the selection rule's floors.[/red]")
+        console.print(f"[red]{escape(card.get('no_choice') or 'No student passes the selection rule floors.')}[/red]")
     else:
         note = (f" (accuracy alone would have chosen {escape(card['chosen_by_accuracy'])})"
                 if card["chosen_by_accuracy"] != card["chosen"] else "")

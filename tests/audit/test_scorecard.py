@@ -113,3 +113,68 @@ def test_ties_go_to_the_student_named_first():
 
 def test_a_point_with_a_missing_coordinate_is_on_no_front():
     assert pareto_front({"a": (0.9, None), "b": (0.5, 0.5)}) == ["b"]
+
+
+# -- verdicts a user can trust: a competence floor for the teacher, an accuracy floor for students --------------------
+
+LM_TEACHER = {"accuracy": 0.075}  # free-form answers: no ``chance``
+
+
+def test_a_teacher_that_rarely_answers_right_is_no_reference_and_no_student_is_recommended():
+    """The case a real audit met: teacher 7.5%, student 0%, and the student was "Recommended" and "chosen"."""
+    students = {"zero": student(accuracy=0.0), "better": student(accuracy=0.6)}
+    card = scorecard(LM_TEACHER, students, SelectionRule(max_accuracy_drop=None))
+    reference = card["teacher_reference"]
+    assert not reference["is_reference"] and reference["floor"] == 0.5
+    assert reference["text"].startswith("The teacher answers 7.5% of the examples right, below the 50.0% a "
+                                        "reference needs: it is no reference")
+    assert card["chosen"] is None and card["no_choice"].startswith("No student chosen: the teacher answers 7.5%")
+    assert card["students"]["zero"]["verdict"] == "rejected"
+    assert "accuracy 0.0% is below the 50.0% a recommended model must reach" in card["students"]["zero"][
+        "verdict_text"]
+    assert card["students"]["better"]["verdict"] == "unrated"
+    assert card["students"]["better"]["verdict_text"].startswith("Unrated: the teacher is no reference here; beats")
+    assert not any("Recommended" in c["verdict_text"] for c in card["students"].values())
+
+
+def test_a_student_below_the_accuracy_floor_is_never_chosen_even_with_the_best_score():
+    teacher = {"accuracy": 0.55}
+    students = {"faithful_but_wrong": student(accuracy=0.45, agreement=1.0, attribution_spearman=1.0),
+                "fine": student(accuracy=0.52)}
+    card = scorecard(teacher, students, SelectionRule(max_accuracy_drop=0.2))
+    assert card["teacher_reference"]["is_reference"] and card["chosen"] == "fine"
+    assert card["students"]["faithful_but_wrong"]["verdict"] == "rejected"
+
+
+def test_when_every_student_fails_a_floor_the_summary_says_why():
+    card = scorecard({"accuracy": 0.9}, {"a": student(accuracy=0.3), "b": student(accuracy=0.2)})
+    assert card["chosen"] is None and card["teacher_reference"]["is_reference"]
+    assert card["no_choice"].startswith("No student chosen: every student fails a floor (a: accuracy 30.0% is below")
+    assert "; b: accuracy 20.0%" in card["no_choice"]
+
+
+@pytest.mark.parametrize("classes, accuracy, is_reference", [(4, 0.45, False), (4, 0.5, True), (10, 0.4, True),
+                                                            (2, 0.7, False), (1000, 0.26, True)])
+def test_a_classifier_teacher_must_beat_chance_by_25_points(classes, accuracy, is_reference):
+    card = scorecard({"accuracy": accuracy, "chance": 1 / classes}, {"s": student(accuracy=accuracy)},
+                     SelectionRule(max_accuracy_drop=None))
+    assert card["teacher_reference"]["is_reference"] is is_reference
+    assert card["teacher_reference"]["floor"] == pytest.approx(1 / classes + 0.25)
+    assert (card["chosen"] == "s") is is_reference
+
+
+@given(st.floats(0.0, 1.0))
+def test_the_default_floor_is_chance_plus_25_points_and_half_for_free_form_answers(chance):
+    from kdlens.audit.selection import competence_floor
+
+    floor = competence_floor(chance)
+    assert floor == (0.5 if chance == 0 else min(1.0, chance + 0.25)) and floor >= chance
+    assert competence_floor(None) == 0.5
+
+
+def test_the_floors_are_the_users_to_set():
+    rule = SelectionRule(teacher_floor=0.05, accuracy_floor=0.0, max_accuracy_drop=None)
+    card = scorecard(LM_TEACHER, {"zero": student(accuracy=0.0)}, rule)
+    assert card["teacher_reference"]["is_reference"] and card["chosen"] == "zero" and card["accuracy_floor"] == 0.0
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        validate({"teacher_floor": 50}, SelectionRule)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kdlens.audit.selection import METRICS, RiskThresholds, SelectionRule
+from kdlens.audit.selection import METRICS, RiskThresholds, SelectionRule, competence_floor
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,12 @@ def utility(metric: str, value: float) -> float:
     return 1.0 - value if METRICS[metric] == "lower" else value
 
 
-def _floors(student: dict, teacher: dict, rule: SelectionRule) -> list[str]:
+def _floors(student: dict, teacher: dict, rule: SelectionRule, accuracy_floor: float) -> list[str]:
     """The floors ``student`` fails, each said in words; a floor on a metric nobody measured is not applied."""
     failed = []
+    accuracy = student.get("accuracy")
+    if accuracy is not None and accuracy < accuracy_floor:
+        failed.append(f"accuracy {_pct(accuracy)} is below the {_pct(accuracy_floor)} a recommended model must reach")
     if rule.max_accuracy_drop is not None and student.get("accuracy") is not None \
             and teacher.get("accuracy") is not None:
         drop = teacher["accuracy"] - student["accuracy"]
@@ -139,18 +142,21 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
     ``pareto_axes``, ``metrics_scored``, and the ``rule`` as data.
     """
     rule, wording = rule or SelectionRule(), wording or Wording()
+    reference = teacher_reference(teacher, rule, wording)
+    accuracy_floor = rule.accuracy_floor if rule.accuracy_floor is not None else reference["floor"]
     scored = [m for m, w in rule.weights.items() if w > 0 and all(s.get(m) is not None for s in students.values())]
     cards: dict[str, dict] = {}
     for name, metrics in students.items():
         utilities = {m: utility(m, metrics[m]) for m in scored}
         total = sum(rule.weights[m] for m in scored)
         score = sum(rule.weights[m] * u for m, u in utilities.items()) / total if total else None
-        cards[name] = {"score": score, "utilities": utilities, "failed_floors": _floors(metrics, teacher, rule),
+        cards[name] = {"score": score, "utilities": utilities,
+                       "failed_floors": _floors(metrics, teacher, rule, accuracy_floor),
                        "risks": risks(metrics, teacher, rule.risks, wording)}
     eligible = [n for n, c in cards.items() if not c["failed_floors"] and c["score"] is not None]
     by_score = sorted(eligible, key=lambda n: (-cards[n]["score"], -(students[n].get("accuracy") or 0),
                                                list(students).index(n)))
-    chosen = by_score[0] if by_score else None
+    chosen = by_score[0] if by_score and reference["is_reference"] else None
     with_accuracy = [n for n in students if students[n].get("accuracy") is not None]
     order = {n: i for i, n in enumerate(students)}  # ties go to the student named first
     by_accuracy = max(with_accuracy, key=lambda n: (students[n]["accuracy"], -order[n]), default=None)
@@ -165,6 +171,9 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
         if card["failed_floors"]:
             card["verdict"] = "rejected"
             text = f"Rejected: {'; '.join(card['failed_floors'])}."
+        elif not reference["is_reference"]:
+            card["verdict"] = "unrated"
+            text = f"Unrated: the teacher is no reference here; {lead}."
         else:
             card["verdict"] = "recommended" if name == chosen else "at risk" if card["risks"] else "acceptable"
             text = lead
@@ -179,4 +188,28 @@ def scorecard(teacher: dict, students: dict[str, dict], rule: SelectionRule | No
                 text = "Recommended. " + text
         card["verdict_text"] = text
     return {"students": cards, "chosen": chosen, "chosen_by_accuracy": by_accuracy, "pareto_front": front,
-            "pareto_axes": list(axes), "metrics_scored": scored, "rule": rule.model_dump(mode="json")}
+            "pareto_axes": list(axes), "metrics_scored": scored, "teacher_reference": reference,
+            "accuracy_floor": accuracy_floor, "no_choice": None if chosen else _no_choice(reference, cards),
+            "rule": rule.model_dump(mode="json")}
+
+
+def teacher_reference(teacher: dict, rule: SelectionRule, wording: Wording | None = None) -> dict:
+    """Whether the teacher answers well enough to judge students against: ``is_reference``, its ``accuracy``, the
+    ``floor`` (``rule.teacher_floor``, else :func:`~kdlens.audit.selection.competence_floor` of the teacher's
+    ``chance``) and, when it is no reference, the ``text`` a report leads with."""
+    wording = wording or Wording()
+    floor = rule.teacher_floor if rule.teacher_floor is not None else competence_floor(teacher.get("chance"))
+    accuracy = teacher.get("accuracy")
+    is_reference = accuracy is None or accuracy >= floor
+    text = None if is_reference else (
+        f"The teacher answers {_pct(accuracy)} of the {wording.unit} right, below the {_pct(floor)} a reference "
+        f"needs: it is no reference on these {wording.unit}, and no student is recommended against it.")
+    return {"is_reference": is_reference, "accuracy": accuracy, "floor": floor, "text": text}
+
+
+def _no_choice(reference: dict, cards: dict[str, dict]) -> str:
+    """Why no student is chosen, in one sentence."""
+    if not reference["is_reference"]:
+        return f"No student chosen: {reference['text'][0].lower()}{reference['text'][1:]}"
+    reasons = "; ".join(f"{name}: {card['failed_floors'][0]}" for name, card in cards.items() if card["failed_floors"])
+    return f"No student chosen: every student fails a floor ({reasons})." if reasons else "No student chosen."

@@ -53,6 +53,11 @@ class SelectionRule(StrictModel):
     weights: dict[str, float] = Field(default_factory=_default_weights)
     floors: dict[str, float] = Field(default_factory=dict)
     max_accuracy_drop: float | None = Field(0.05, ge=0)
+    teacher_floor: float | None = Field(None, ge=0, le=1, description="the teacher's accuracy below which it is no "
+                                        "reference and no student is recommended against it (default: "
+                                        ":func:`competence_floor`)")
+    accuracy_floor: float | None = Field(None, ge=0, le=1, description="the accuracy below which no student is "
+                                         "recommended or chosen (default: the teacher floor)")
     risks: RiskThresholds = Field(default_factory=RiskThresholds)
 
     @field_validator("weights", "floors")
@@ -75,3 +80,20 @@ class SelectionRule(StrictModel):
         if values and sum(values.values()) == 0:
             raise ValueError("at least one weight must be > 0")
         return values
+
+
+CHANCE_MARGIN = 0.25  # a reference must beat guessing by this much: at 4 classes, right on half the examples
+FREE_FORM_FLOOR = 0.5  # free-form answers, where guessing scores near 0: a reference is right more often than not
+
+
+def competence_floor(chance: float | None) -> float:
+    """The default accuracy a model must reach to be a reference (a teacher) or a recommendation (a student).
+
+    ``chance`` is what guessing scores: 1 / classes for a classifier, 1 / choices for multiple-choice questions,
+    None (or 0) for free-form answers. The floor is chance + 25 points (a teacher of 4 classes right on half the
+    examples, of 10 on 35%, of 2 on 75%), and 50% for free-form answers: a teacher wrong more often than right
+    cannot tell a student what to learn.
+    """
+    if not chance:
+        return FREE_FORM_FLOOR
+    return min(1.0, chance + CHANCE_MARGIN)

@@ -34,9 +34,12 @@ def summary_markdown(results: dict) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
     lines = ["# kdlens audit", ""]
+    warning = (card.get("teacher_reference") or {}).get("text")
+    if warning:
+        lines += [f"**{cell(warning)}**", ""]
     chosen, by_accuracy = card.get("chosen"), card.get("chosen_by_accuracy")
     if chosen is None:
-        lines.append("**No student passes the selection rule's floors.**")
+        lines.append(f"**{cell(card.get('no_choice') or 'No student passes the selection rule floors.')}**")
     else:
         lines.append(f"**Chosen: {cell(chosen)}.**" + (f" Accuracy alone would have chosen {cell(by_accuracy)}."
                                                          if by_accuracy and by_accuracy != chosen else ""))

@@ -85,9 +85,11 @@ def metrics(figures: dict[str, dict | None], primary: str, shifted: str | None, 
     return out
 
 
-def _teacher(figures: dict[str, dict | None], primary: str, shifted: str | None, students: list[str]) -> dict:
+def _teacher(figures: dict[str, dict | None], primary: str, shifted: str | None, students: list[str],
+             n_classes: int) -> dict:
     row = metrics(figures, primary, shifted, [TEACHER])[TEACHER]
     teacher = {k: row.get(k) for k in TEACHER_KEYS}
+    teacher["chance"] = 1 / n_classes  # what guessing scores: the competence floor starts from it
     if figures["attribution"] is not None:
         teacher["evidence_mass"] = _mean(figures["attribution"]["models"].get(TEACHER), "evidence")
     robustness = figures["robustness"]
@@ -120,7 +122,9 @@ def headline(run: RunDir, primary: EvalSplit, data: dict, students: list[str], b
     ``layers`` and ``models``, then ``probes``)."""
     figures = stage_figures(run)
     found = metrics(figures, data["primary"], data.get("shifted"), [*students, *baselines])
-    teacher = _teacher(figures, data["primary"], data.get("shifted"), students)
+    n_classes = (figures["outputs"] or {}).get("n_classes") or (
+        len(primary.classes) if primary.classes else int(primary.labels.max()) + 1)
+    teacher = _teacher(figures, data["primary"], data.get("shifted"), students, n_classes)
     breakdowns = {"difficulty": difficulty_breakdown(run, primary, [TEACHER, *students])}
     return Headline(data, teacher, found, {
         "thresholds": (figures["attribution"] or {}).get("thresholds") or None, "layers": sections["layers"],

@@ -110,6 +110,7 @@ def outputs_stage(teacher: nn.Module, students: dict[str, nn.Module], splits: di
             mine = [state for (s, _, _), state in zip(work, states, strict=True) if s == split]
             entries, logits = P.output_figures(mine, list(models), data.labels, n_bins)
             figures["splits"][split] = {"n": len(data.labels), "models": entries}
+            figures["n_classes"] = int(logits[TEACHER].shape[-1])
             rows += P.example_rows(logits, data.labels, split)
         keys = ("accuracy", "agreement", "kl", "ece")
         summary = {name: {split: {k: figures["splits"][split]["models"][name][k] for k in keys
