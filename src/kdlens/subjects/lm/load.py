@@ -51,6 +51,60 @@ def load_pretrained(path: Path, dtype: str | torch.dtype | None, device: str | t
     return model, tokenizer
 
 
+def gguf_file(path: str | Path) -> Path:
+    """The .gguf file ``path`` names: the file itself, or the one .gguf file in the folder ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) != 1:
+            C.fail("gguf", "a .gguf file, or a folder holding exactly one", f"{path} holding "
+                   f"{[p.name for p in found] or 'none'}", "Name the file itself: gguf: folder/model.gguf.",
+                   error=FileNotFoundError if not found else ValueError)
+        return found[0]
+    if not path.is_file():
+        C.fail("gguf", "a .gguf file, or a folder holding exactly one", f"{path} (no such file)",
+               error=FileNotFoundError)
+    if _magic(path) != b"GGUF":
+        C.fail("gguf", "a GGUF file (it starts with the bytes GGUF)", f"{path}, which does not",
+               "Convert the model with llama.cpp's convert_hf_to_gguf.py, or load its folder as a checkpoint.")
+    return path
+
+
+def _magic(path: Path) -> bytes:
+    """A file's first four bytes (``GGUF`` for a GGUF file)."""
+    with path.open("rb") as f:
+        return f.read(4)
+
+
+def load_gguf(path: str | Path, dtype: str | torch.dtype | None, device: str | torch.device) -> tuple[nn.Module,
+                                                                                                    object]:
+    """(model in eval mode on ``device``, tokenizer) from a llama.cpp GGUF file, through transformers' GGUF support:
+    the weights are dequantised (to float32 unless ``dtype``), the tokenizer rebuilt from the file's metadata. A
+    GGUF file holds no code, so there is nothing to trust."""
+    torch_dtype = _check_dtype(dtype)
+    file = gguf_file(path)
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("GGUF files need the gguf package: pip install 'kdlens[lm]'.") from error
+    transformers = import_transformers()
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    with quiet_transformers():
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                file.parent, gguf_file=file.name, local_files_only=True,
+                **{dtype_key: torch_dtype if torch_dtype is not None else torch.float32})
+            tokenizer = transformers.AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name,
+                                                                   local_files_only=True)
+        except (ValueError, KeyError, NotImplementedError) as error:
+            C.fail("gguf", "a GGUF file of an architecture and quantisation transformers can dequantise",
+                   f"{file} ({error})", "Check the model type and quantisation against transformers' GGUF "
+                   "support, or convert the model to a save_pretrained folder.")
+    model.to(device).eval()
+    return model, tokenizer
+
+
 @contextmanager
 def quiet_transformers():
     """Hide transformers' own per-file bars ("Loading weights", "Writing model shards") for a moment: kdlens shows

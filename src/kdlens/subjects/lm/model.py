@@ -16,7 +16,7 @@ from torch import nn
 from kdlens import validation as C
 from kdlens.subjects.lm.batching import inference, pad_rows
 from kdlens.subjects.lm.checks import check_batch_size, check_texts
-from kdlens.subjects.lm.load import import_transformers, load_pretrained
+from kdlens.subjects.lm.load import gguf_file, import_transformers, load_gguf, load_pretrained
 from kdlens.subjects.lm.results import ContinuationScore, Encoding, HiddenStates, TokenLogits
 from kdlens.subjects.lm.vocabulary import vocabulary_difference
 
@@ -84,6 +84,21 @@ class LanguageModel:
         path = Path(path)
         model, tokenizer = load_pretrained(path, dtype, device, trust_remote_code)
         return cls(model, tokenizer, name or path.name)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
+                  name: str | None = None) -> LanguageModel:
+        """Load a llama.cpp GGUF file (``model.gguf``, or a folder holding exactly one) through transformers' GGUF
+        support: weights dequantised to ``dtype`` (default float32), the tokenizer and chat template from the
+        file's metadata. Needs the ``gguf`` package (the ``lm`` extra). The model is returned in eval mode.
+
+        >>> LanguageModel.from_gguf("no/such/model.gguf")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: Expected `gguf` to be a .gguf file, or a folder holding exactly one, but got no/such/...
+        """
+        model, tokenizer = load_gguf(path, dtype, device)
+        return cls(model, tokenizer, name or gguf_file(path).stem)
 
     # ---- properties ---------------------------------------------------------------------------------------------
 
