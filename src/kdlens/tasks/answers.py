@@ -1,0 +1,154 @@
+"""Final answers out of free text, and whether two answers are the same: the two steps every question set needs.
+
+Extractors (each returns the answer as written, or None when the text holds none):
+
+- ``last_number``: the last number (``1,234.5``, ``-3``, ``3/4``, ``$12``, ``45%`` all count);
+- ``boxed``: the contents of the last ``\\boxed{...}`` (braces nest);
+- ``answer_is``: what follows the last "the answer is", "answer:", "final answer:" or "#### " (GSM8K's marker),
+  up to the end of its sentence or line;
+- ``choice``: a choice letter ("(B)", "answer is C", "B." at the start of a line, a letter alone);
+- ``regex``: the first group (else the whole match) of the last match of a pattern of yours;
+- ``auto``: ``boxed``, else ``answer_is``, else ``last_number``.
+
+Comparisons: ``numeric`` (both parsed as numbers; commas, currency, percent signs and trailing units stripped;
+equal within an absolute ``tolerance``, default 1e-6: 1,000,000 is not 1,000,001), ``exact`` (after stripping spaces),
+``normalized`` (lower case, punctuation and the articles a/an/the dropped, spaces collapsed), ``choice`` (the same
+letter; a gold given as a choice's text is mapped to its letter).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Sequence
+
+from kdlens import validation as C
+
+EXTRACTORS = ("auto", "last_number", "boxed", "answer_is", "choice", "regex")
+COMPARISONS = ("numeric", "exact", "normalized", "choice")
+LETTERS = "ABCDEFGHIJ"
+
+_NUMBER = re.compile(r"(?<![\w.])[-−]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?(?![\w])|"
+                     r"(?<![\w.])[-−]?\$?\.\d+%?")
+_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*|####\s*", re.IGNORECASE)
+_CHOICE_STRONG = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*\(?\**([A-J])\b\)?|\(([A-J])\)",
+                            re.IGNORECASE)
+_CHOICE_LINE = re.compile(r"^\s*\**([A-J])[.):]\s", re.MULTILINE)
+
+
+def extract_answer(text: str, how: str = "auto", pattern: str | None = None,
+                   choices: Sequence[str] | None = None) -> str | None:
+    """The final answer in ``text`` by extractor ``how`` (see the module), or None when there is none.
+
+    ``pattern`` is the ``regex`` extractor's; ``choices`` (the options' texts) lets ``choice`` take an answer
+    written as an option's text.
+    """
+    C.check_choice(how, "extract", EXTRACTORS)
+    if how == "auto":
+        return extract_answer(text, "boxed") or extract_answer(text, "answer_is") or extract_answer(text,
+                                                                                                    "last_number")
+    if how == "last_number":
+        found = _NUMBER.findall(text)
+        return found[-1] if found else None
+    if how == "boxed":
+        return _last_boxed(text)
+    if how == "answer_is":
+        return _after_marker(text)
+    if how == "choice":
+        return _choice(text, choices)
+    if pattern is None:
+        C.fail("pattern", "a regular expression for extract: regex", "none",
+               "Give one with a group around the answer, e.g. 'Result: (\\S+)'.")
+    matches = list(re.finditer(pattern, text))
+    if not matches:
+        return None
+    last = matches[-1]
+    return (last.group(1) if last.groups() else last.group(0)).strip()
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip()
+    return None
+
+
+def _after_marker(text: str) -> str | None:
+    matches = list(_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end():]
+    line = rest.split("\n", 1)[0]
+    sentence = re.split(r"(?<!\d)\.(?:\s|$)|\.$", line, maxsplit=1)[0]  # "3.5" keeps its point
+    answer = sentence.strip().strip("*").strip().rstrip(".").strip()
+    return answer or None
+
+
+def _choice(text: str, choices: Sequence[str] | None) -> str | None:
+    strong = [m.group(1) or m.group(2) for m in _CHOICE_STRONG.finditer(text)]
+    if strong:
+        return strong[-1].upper()
+    line = _CHOICE_LINE.findall(text)
+    if line:
+        return line[-1].upper()
+    if choices:
+        said = normalize(text)
+        named = [LETTERS[i] for i, c in enumerate(choices) if normalize(c) and normalize(c) in said]
+        if len(named) == 1:
+            return named[0]
+    alone = re.findall(r"(?<![\w'])([A-J])(?![\w'])", text)
+    allowed = set(LETTERS[: len(choices)]) if choices else set(LETTERS[:5])
+    alone = [a for a in alone if a in allowed and a != "I"]
+    return alone[-1] if alone else None
+
+
+def parse_number(text: str | None) -> float | None:
+    """The first number in ``text``, written with commas, a currency sign, a percent sign, a fraction (``3/4``,
+    LaTeX ``\\frac{3}{4}``) or a unit after it ("1,234.5 kg" -> 1234.5, "3/4" -> 0.75, "$12" -> 12.0, "45%" ->
+    45.0); None when there is no number to read. Number words ("twelve") and exponents ("1e3") are not read."""
+    if text is None:
+        return None
+    text = re.sub(r"\\d?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}", r"\1/\2", text.replace("−", "-"))
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    token = found[0].replace(",", "").replace("$", "").rstrip("%")
+    try:
+        if "/" in token:
+            top, bottom = token.split("/")
+            return float(top) / float(bottom) if float(bottom) != 0 else None
+        return float(token)
+    except ValueError:
+        return None
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation and the articles a / an / the removed, whitespace collapsed."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
+
+
+def answers_match(predicted: str | None, gold: str, compare: str = "numeric", tolerance: float = 1e-6,
+                  choices: Sequence[str] | None = None) -> bool:
+    """Whether ``predicted`` (an extracted answer, or None) is ``gold`` under comparison ``compare``."""
+    C.check_choice(compare, "compare", COMPARISONS)
+    if predicted is None:
+        return False
+    if compare == "numeric":
+        a, b = parse_number(predicted), parse_number(gold)
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12, abs_tol=tolerance)
+    if compare == "exact":
+        return predicted.strip() == gold.strip()
+    if compare == "normalized":
+        return normalize(predicted) == normalize(gold)
+    letter = gold.strip().upper()
+    if len(letter) != 1 and choices:
+        named = [LETTERS[i] for i, c in enumerate(choices) if normalize(c) == normalize(gold)]
+        letter = named[0] if named else letter
+    return predicted.strip().upper() == letter
