@@ -90,7 +90,7 @@ def load_gguf(path: str | Path, dtype: str | torch.dtype | None, device: str | t
     transformers = import_transformers()
     major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    with quiet_transformers():
+    with quiet_transformers(), _quiet_dequantising():
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 file.parent, gguf_file=file.name, local_files_only=True,
@@ -103,6 +103,28 @@ def load_gguf(path: str | Path, dtype: str | torch.dtype | None, device: str | t
                    "support, or convert the model to a save_pretrained folder.")
     model.to(device).eval()
     return model, tokenizer
+
+
+@contextmanager
+def _quiet_dequantising():
+    """transformers' GGUF reader draws its own tqdm bar per file, outside its progress-bar switch: hidden here
+    while the file loads (where that module is as this transformers has it; otherwise nothing changes)."""
+    import functools
+    import importlib
+
+    try:
+        reader = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # pragma: no cover - another transformers layout
+        yield
+        return
+    bar = getattr(reader, "tqdm", None)
+    if bar is not None:
+        reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            reader.tqdm = bar
 
 
 @contextmanager
