@@ -139,7 +139,8 @@ def check_sources(sources: dict[str, ModelSource], kind: Kind) -> None:
     for name, source in sources.items():
         where = f"model {name!r}"
         if kind == "lm" and source.architecture is not None:
-            raise ValueError(f"Expected {where} to be a checkpoint folder or lab: lm (a language model), but got "
+            raise ValueError(f"Expected {where} to be a checkpoint folder, a gguf file or lab: lm (a language model), "
+                             f"but got "
                              f"architecture {source.architecture!r}. Save it with save_pretrained and give the "
                              f"folder as checkpoint.")
         if source.lab is not None and source.dtype is not None:

@@ -31,6 +31,13 @@ def import_transformers():
     return transformers
 
 
+def dtype_argument(transformers, dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: transformers renamed ``torch_dtype`` to ``dtype`` in 4.56 (the old name
+    warns in 5.x)."""
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
 def load_pretrained(path: Path, dtype: str | torch.dtype | None, device: str | torch.device,
                     trust_remote_code: bool) -> tuple[nn.Module, object]:
     """(model in eval mode on ``device``, tokenizer) from a local ``save_pretrained`` folder; the arguments are
@@ -39,13 +46,10 @@ def load_pretrained(path: Path, dtype: str | torch.dtype | None, device: str | t
     trust_remote_code = C.check_bool(trust_remote_code, "trust_remote_code")
     _check_checkpoint(path)
     transformers = import_transformers()
-    # transformers renamed `torch_dtype` to `dtype` in 4.56 (the old name warns in 5.x).
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     with quiet_transformers():
         model = transformers.AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
-            **{dtype_key: torch_dtype if torch_dtype is not None else "auto"})
+            **dtype_argument(transformers, torch_dtype if torch_dtype is not None else "auto"))
     tokenizer = load_tokenizer(path, trust_remote_code)
     model.to(device).eval()
     return model, tokenizer
@@ -88,13 +92,11 @@ def load_gguf(path: str | Path, dtype: str | torch.dtype | None, device: str | t
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("GGUF files need the gguf package: pip install 'kdlens[lm]'.") from error
     transformers = import_transformers()
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     with quiet_transformers(), _quiet_dequantising():
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 file.parent, gguf_file=file.name, local_files_only=True,
-                **{dtype_key: torch_dtype if torch_dtype is not None else torch.float32})
+                **dtype_argument(transformers, torch_dtype if torch_dtype is not None else torch.float32))
             tokenizer = transformers.AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name,
                                                                    local_files_only=True)
         except (ValueError, KeyError, NotImplementedError) as error:
