@@ -105,6 +105,40 @@ def test_hidden_states_name_every_layer_and_drop_padding(lm):
             torch.testing.assert_close(h, alone.layers[name], rtol=0, atol=1e-5)
 
 
+def vocabulary_rows(lm):
+    """Counts the rows the output head computes logits for (a real vocabulary makes each row costly)."""
+    rows = []
+    handle = lm.model.get_output_embeddings().register_forward_hook(
+        lambda module, inputs, output: rows.append(output.shape[:-1].numel()))
+    return rows, handle
+
+
+def test_hidden_states_compute_no_vocabulary_logits_and_equal_the_full_models(lm):
+    texts = ["mary went to the garden .", "john"]
+    rows, handle = vocabulary_rows(lm)
+    try:
+        states = lm.hidden_states(texts, batch_size=2)
+    finally:
+        handle.remove()
+    assert rows == []
+    ids = lm.tokenizer(texts[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        full = lm.model(ids, output_hidden_states=True).hidden_states
+    for name, h in zip(["embed", "layers.0", "layers.1"], full, strict=True):
+        torch.testing.assert_close(states[0].layers[name], h[0], rtol=0, atol=1e-6)
+
+
+def test_scoring_computes_logits_only_where_a_scored_token_is_predicted(lm):
+    contexts, continuations = ["mary went to the garden . john went to the", "where is"], [" kitchen .", " mary ?"]
+    rows, handle = vocabulary_rows(lm)
+    try:
+        lm.score(contexts, continuations, batch_size=2)
+    finally:
+        handle.remove()
+    full = sum(len(lm.tokenizer(c + k)["input_ids"]) for c, k in zip(contexts, continuations, strict=True))
+    assert rows and rows[0] < full  # (B, K) rows for the K positions either pair needs, not every token
+
+
 def test_pool_by_spans_gives_one_row_per_word_whatever_the_tokenizer(lm, qwen):
     text = "where is mary ? mary is in the garden ."
     spans = word_spans(text)

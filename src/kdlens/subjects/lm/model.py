@@ -7,6 +7,7 @@ without gradients and restores the model's mode afterwards.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,9 +161,19 @@ class LanguageModel:
                        f"{needed} ({len(text)} characters)", "Shorten the text (or generate fewer tokens).")
         return out
 
-    def _forward(self, rows: list[list[int]], **kwargs):
+    def _forward(self, rows: list[list[int]], base: bool = False, **kwargs):
+        """The model on a right-padded batch; ``base``: its body alone (hidden states, no vocabulary logits)."""
         ids, mask = pad_rows(rows, self.pad_token_id, "right")
-        return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        model = self.model.base_model if base and self.model.base_model is not self.model else self.model
+        return model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+
+    def _logits_at(self, rows: list[list[int]], needed: list[int]) -> tuple[torch.Tensor, dict[int, int]]:
+        """Logits (B, len(needed), V) at sequence positions ``needed`` of a right-padded batch, and each position's
+        column in them; through ``logits_to_keep`` where the model takes it, else sliced from the full logits."""
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            keep = torch.tensor(needed, device=self.device)
+            return self._forward(rows, logits_to_keep=keep).logits, {t: i for i, t in enumerate(needed)}
+        return self._forward(rows).logits, {t: t for t in needed}
 
     def _batches(self, texts: list[str], batch_size: int, **kwargs) -> Iterator[tuple[list, object]]:
         """(encodings, model output) per right-padded batch of ``texts``, in eval mode without gradients."""
@@ -226,11 +237,14 @@ class LanguageModel:
         with inference(self.model):
             for lo in range(0, len(encodings), batch_size):
                 chunk = encodings[lo:lo + batch_size]
-                logits = self._forward([e.ids for e in chunk]).logits  # (B, T, V)
+                # Only the rows that predict a scored token get logits: (B, K, V) for the K positions any pair of
+                # the batch needs, not (B, T, V) (at a 262k vocabulary that is GBs per batch).
+                needed = sorted({t - 1 for picks in positions[lo:lo + len(chunk)] for t in picks})
+                logits, column = self._logits_at([e.ids for e in chunk], needed)
                 for b, e in enumerate(chunk):
                     picked = positions[lo + b]
-                    where = torch.tensor(picked, device=logits.device)
-                    logprobs = logits[b, where - 1].float().log_softmax(-1)  # (k, V): row t - 1 predicts token t
+                    where = torch.tensor([column[t - 1] for t in picked], device=logits.device)
+                    logprobs = logits[b, where].float().log_softmax(-1)  # (k, V): row t - 1 predicts token t
                     targets = torch.tensor([e.ids[t] for t in picked], device=logits.device)
                     token_logprobs = logprobs.gather(1, targets[:, None])[:, 0].cpu()  # (k,)
                     seam = len(contexts[lo + b])
@@ -249,7 +263,7 @@ class LanguageModel:
         (T, d) float32 on the CPU, T counting special tokens (a BOS has the empty span (0, 0)).
         """
         results = []
-        for chunk, out in self._batches(texts, batch_size, output_hidden_states=True):
+        for chunk, out in self._batches(texts, batch_size, output_hidden_states=True, base=True):
             names = ["embed"] + [f"layers.{i}" for i in range(len(out.hidden_states) - 1)]
             for b, e in enumerate(chunk):
                 n = len(e.ids)
