@@ -68,3 +68,18 @@ def test_normalisation_drops_case_punctuation_and_articles():
 def test_bad_settings_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_an_answer_is_read_after_the_thinking_and_an_unclosed_thought_gives_none():
+    from kdlens.tasks.answers import split_thinking
+
+    closed = "<think>3 + 4 = 7, then 7 * 2 = 14</think>\nSo 14."
+    assert split_thinking(closed) == ("3 + 4 = 7, then 7 * 2 = 14", "\nSo 14.")
+    assert extract_answer(closed, "last_number") == "14"
+    unclosed = "<think>3 + 4 = 7, then 7 * 2 = 14, and"  # ran out of tokens while thinking
+    assert extract_answer(unclosed, "auto") is None and extract_answer(unclosed, "auto", think=None) == "14"
+    assert extract_answer("</think> The answer is 9", "auto") == "9"  # the opening marker was in the prompt
+    assert extract_answer("[R] 5 [/R] 6", "last_number", think=("[R]", "[/R]")) == "6"
+    assert split_thinking("no markers at all") == (None, "no markers at all")
+    with pytest.raises(ValueError, match="Expected `markers` to be two non-empty strings"):
+        split_thinking("x", ("", "</think>"))

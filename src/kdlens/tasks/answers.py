@@ -10,6 +10,9 @@ Extractors (each returns the answer as written, or None when the text holds none
 - ``regex``: the first group (else the whole match) of the last match of a pattern of yours;
 - ``auto``: ``boxed``, else ``answer_is``, else ``last_number``.
 
+Each looks after a ``<think> ... </think>`` block only (markers configurable); a block the model never closed holds
+no answer, however many numbers its reasoning has.
+
 Comparisons: ``numeric`` (both parsed as numbers; commas, currency, percent signs and trailing units stripped;
 equal within an absolute ``tolerance``, default 1e-6: 1,000,000 is not 1,000,001), ``exact`` (after stripping spaces),
 ``normalized`` (lower case, punctuation and the articles a/an/the dropped, spaces collapsed), ``choice`` (the same
@@ -37,17 +40,46 @@ _CHOICE_STRONG = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*\(?\**
 _CHOICE_LINE = re.compile(r"^\s*\**([A-J])[.):]\s", re.MULTILINE)
 
 
+THINK = ("<think>", "</think>")
+
+
+def split_thinking(text: str, markers: tuple[str, str] = THINK) -> tuple[str | None, str | None]:
+    """(reasoning, answer part) of a text that thinks in ``markers`` (R1 style ``<think> ... </think>``).
+
+    No opening marker: (None, text), all of it is the answer part. A closed block: the text inside, and what
+    follows the last closing marker. An unclosed block (the model stopped while thinking): (the rest, None): it
+    gave no answer, and nothing in its reasoning counts as one.
+    """
+    start, end = markers
+    if not isinstance(start, str) or not isinstance(end, str) or not start or not end:
+        C.fail("markers", "two non-empty strings (opening, closing)", repr(markers))
+    opened = text.find(start)
+    if opened < 0:
+        closed = text.rfind(end)  # some templates put the opening marker in the prompt
+        return (text[:closed], text[closed + len(end):]) if closed >= 0 else (None, text)
+    closed = text.rfind(end)
+    if closed < opened:
+        return text[opened + len(start):], None
+    return text[opened + len(start):closed], text[closed + len(end):]
+
+
 def extract_answer(text: str, how: str = "auto", pattern: str | None = None,
-                   choices: Sequence[str] | None = None) -> str | None:
+                   choices: Sequence[str] | None = None, think: tuple[str, str] | None = THINK) -> str | None:
     """The final answer in ``text`` by extractor ``how`` (see the module), or None when there is none.
 
     ``pattern`` is the ``regex`` extractor's; ``choices`` (the options' texts) lets ``choice`` take an answer
-    written as an option's text.
+    written as an option's text. With ``think`` markers (default ``<think>``, ``</think>``; None for none) the
+    answer is looked for after the reasoning block only, and a block never closed gives None
+    (:func:`split_thinking`).
     """
     C.check_choice(how, "extract", EXTRACTORS)
+    if think is not None:
+        _, text = split_thinking(text, think)
+        if text is None:
+            return None
     if how == "auto":
-        return extract_answer(text, "boxed") or extract_answer(text, "answer_is") or extract_answer(text,
-                                                                                                    "last_number")
+        return (extract_answer(text, "boxed", think=None) or extract_answer(text, "answer_is", think=None)
+                or extract_answer(text, "last_number", think=None))
     if how == "last_number":
         found = _NUMBER.findall(text)
         return found[-1] if found else None
