@@ -264,6 +264,10 @@ class RunDir:
                               f"which holds files kdlens did not write ({', '.join(found)}) and no {MANIFEST}. "
                               f"Choose another run_dir: kdlens writes only into folders it made.")
 
+    def _recorded_stages(self) -> dict:
+        """The stages the manifest records ({} before it is written), read through :meth:`manifest`'s checks."""
+        return self.manifest()["stages"] if (self.path / MANIFEST).is_file() else {}
+
     def save_manifest(self, manifest: dict) -> None:
         io.atomic_write_json(self.path / MANIFEST, manifest)
 
@@ -275,8 +279,7 @@ class RunDir:
     def check(self) -> None:
         """Raise :class:`DamagedError` naming every finished stage whose files are not what it wrote (missing, cut
         short, changed), and the command that recomputes them."""
-        path = self.path / MANIFEST
-        stages = io.read_json(path).get("stages", {}) if path.is_file() else {}
+        stages = self._recorded_stages()
         damaged = {name: problem for name in stages if (problem := self.stage(name).damage()) is not None}
         if damaged:
             listed = "; ".join(f"stage {name}: {problem}" for name, problem in damaged.items())
@@ -287,8 +290,7 @@ class RunDir:
     # --- files ------------------------------------------------------------------------------------------------
     def stage(self, name: str, say: Callable[[str], None] | None = None) -> StageDir:
         """Stage ``name``'s folder, checked on reading against the files the manifest recorded for it."""
-        path = self.path / MANIFEST
-        record = io.read_json(path).get("stages", {}).get(name, {}) if path.is_file() else {}
+        record = self._recorded_stages().get(name, {})
         return StageDir(self.path / "stages" / name, name, say, record.get("files") if record.get("done") else None)
 
     def model_dir(self, name: str) -> Path:

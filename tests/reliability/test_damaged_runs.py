@@ -64,6 +64,8 @@ def test_a_manifest_that_is_not_kdlens_s_says_how_to_start_over(finished, tmp_pa
     (run / "manifest.json").write_text(text)
     with pytest.raises(DamagedError, match=r"manifest.json to be the manifest kdlens wrote.*start over \(rm -rf "):
         audit.run(config, progress=False)
+    result = CliRunner().invoke(app, ["report", str(run)])  # the report reads the manifest through the same check
+    assert result.exit_code == 2 and "manifest.json to be the manifest kdlens wrote" in result.output
     shutil.rmtree(run)  # the fix it names
     audit.run(config, progress=False)
     assert (run / "results.json").read_text() == (finished["classifier"][0] / "run" / "results.json").read_text()

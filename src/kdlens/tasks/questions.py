@@ -22,7 +22,7 @@ from kdlens import validation as C
 from kdlens.config import did_you_mean
 
 FIELDS = ("question", "answer", "trace", "difficulty", "category", "choices")
-FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+FORMATS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}  # format (and suffix) -> builder
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,12 @@ def load_questions(path: str | Path, format: str | None = None, fields: dict[str
 
 def _builder(path: Path, format: str | None) -> str:
     if format is not None:
-        return {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}[
-            C.check_choice(format, "format", ("jsonl", "json", "csv", "parquet"))]
-    if path.suffix.lower() not in FORMATS:
+        return FORMATS[C.check_choice(format, "format", tuple(FORMATS))]
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
         C.fail("format", "given, or a file ending in .jsonl, .json, .csv or .parquet", f"{path.name}",
                "Give format: jsonl, csv or parquet.")
-    return FORMATS[path.suffix.lower()]
+    return FORMATS[suffix]
 
 
 def _columns(fields: dict[str, str] | None) -> dict[str, str]:
