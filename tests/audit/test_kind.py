@@ -10,8 +10,10 @@ from kdlens.audit.kind import kind_for_task, kind_of, kinds
 
 def test_every_task_has_exactly_one_kind():
     tasks = [task for kind in kinds().values() for task in kind.tasks]
-    assert len(tasks) == len(set(tasks)) and {"shapes", "tensors", "image_folder", "reasoning"} == set(tasks)
-    assert kind_for_task("reasoning").name == "lm" and kind_for_task(None).name == "classifier"
+    assert len(tasks) == len(set(tasks))
+    assert {"shapes", "tensors", "image_folder", "reasoning", "questions"} == set(tasks)
+    assert kind_for_task("reasoning").name == kind_for_task("questions").name == "lm"
+    assert kind_for_task(None).name == "classifier"
 
 
 def test_a_config_object_or_dict_names_its_kind(tmp_path):

@@ -85,7 +85,7 @@ def test_generated_traces_come_back_one_per_example(examples):
 
 @pytest.mark.parametrize("bad_examples, bad_texts, message", [
     ([], [], "at least one example"),
-    (["not an example"], ["x"], "ChainExample or a BabiExample"),
+    (["not an example"], ["x"], "ChainExample, a BabiExample or a QuestionExample"),
 ])
 def test_bad_inputs(bad_examples, bad_texts, message):
     with pytest.raises(ValueError, match=message):

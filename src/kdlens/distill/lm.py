@@ -105,14 +105,23 @@ def encode(tokenizer, prompts: list[str], targets: list[str], separator: str = "
 
 def _token_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, batch: Encoded,
                 kd: TokenKD | None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean over target tokens of the cross-entropy and (with a teacher) the divergence; (B, T, V) logits."""
-    logits = student_logits[:, :-1].flatten(0, 1)  # (B * (T - 1), V): position t predicts token t + 1
-    labels = batch.input_ids[:, 1:].flatten()
-    mask = batch.target_mask[:, 1:].flatten().to(logits.dtype)
+    """Mean over target tokens of the cross-entropy and (with a teacher) the divergence.
+
+    ``student_logits``, ``teacher_logits``: (B, T, V) float, contiguous. Position t predicts token t + 1; the
+    targets move one place left instead of the logits (whose last position is masked out), so the logits are used
+    as they are, with no (B, T - 1, V) copy. Memory: besides the two inputs, the (B * T, V) temporaries of the loss
+    functions (log-softmax at the temperature, the per-class divergence): inherent to a loss over the full
+    next-token distribution.
+    """
+    logits = student_logits.flatten(0, 1)  # (B * T, V), a view
+    labels = batch.input_ids.roll(-1, 1).flatten()  # (B * T,): token t + 1 at position t
+    next_is_target = batch.target_mask.roll(-1, 1)
+    next_is_target[:, -1] = False  # the last position predicts nothing (roll brought the first token there)
+    mask = next_is_target.flatten().to(logits.dtype)
     ce = (nn.functional.cross_entropy(logits, labels, reduction="none") * mask).sum() / mask.sum().clamp_min(1)
     if kd is None or teacher_logits is None:
         return ce, {"ce": float(ce.detach())}
-    t_logits = teacher_logits[:, :-1].flatten(0, 1)
+    t_logits = teacher_logits.flatten(0, 1)
     if kd.loss == "forward_kl":
         divergence = kd_loss(logits, t_logits, temperature=kd.temperature, mask=mask)
     elif kd.loss == "reverse_kl":
@@ -144,22 +153,33 @@ def epoch_order(lengths: torch.Tensor, batch_size: int, seed: int, group_by_leng
 
 
 def _teacher_cache(teacher: nn.Module, data: Encoded, config: TrainConfig, device) -> torch.Tensor | None:
-    """The frozen teacher's logits (n, T, V) float32 on the CPU for every training sequence, computed once, when they
-    fit in ``config.teacher_cache_mb``; None otherwise (the teacher then runs on every batch). Causal attention and
+    """The frozen teacher's logits (n, T, V) on the CPU for every training sequence, computed once, when they fit in
+    ``config.teacher_cache_mb``; None otherwise (the teacher then runs on every batch). Causal attention and
     right padding make a position's logits independent of the padding after it, so cached and per-batch logits
-    differ only by float rounding (batch shapes differ)."""
+    differ only by float rounding (batch shapes differ).
+
+    The cache keeps the logits in the dtype the teacher gives them (float32, or bfloat16 / float16 for a
+    half-precision teacher: half the memory, and the same values the loss sees, which upcasts them), and its
+    n x T x V values in that dtype are at most ``teacher_cache_mb``. Filling it holds one batch of the teacher's
+    logits (B, T, V) besides, written straight into the cache.
+    """
     n, length = data.input_ids.shape
     vocab = teacher.get_output_embeddings().out_features
-    if config.teacher_cache_mb <= 0 or n * length * vocab * 4 > config.teacher_cache_mb * 2**20:
+    limit = config.teacher_cache_mb * 2**20
+    if config.teacher_cache_mb <= 0 or n * length * vocab * 2 > limit:  # not even at two bytes a value
         return None
-    cache = torch.zeros(n, length, vocab)
+    cache = None
     with torch.no_grad():
         for start in range(0, n, config.batch_size):
             rows = slice(start, start + config.batch_size)
             width = int(data.attention_mask[rows].sum(1).max())
-            cache[rows, :width] = teacher(input_ids=data.input_ids[rows, :width].to(device),
-                                          attention_mask=data.attention_mask[rows, :width].to(device)
-                                          ).logits.float().cpu()
+            logits = teacher(input_ids=data.input_ids[rows, :width].to(device),
+                             attention_mask=data.attention_mask[rows, :width].to(device)).logits  # (B, width, V)
+            if cache is None:
+                if n * length * vocab * logits.element_size() > limit:
+                    return None
+                cache = torch.zeros(n, length, vocab, dtype=logits.dtype)
+            cache[rows, :width] = logits
     return cache
 
 
@@ -213,7 +233,7 @@ def train_lm(student: nn.Module, tokenizer, prompts: list[str], targets: list[st
         logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, width, V)
         teacher_logits = None
         if cache is not None:
-            teacher_logits = cache[index, :width].to(device)
+            teacher_logits = cache[index, :width].to(device, torch.float32)
         elif teacher is not None:
             with torch.no_grad():
                 teacher_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()

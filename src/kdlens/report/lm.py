@@ -4,8 +4,10 @@
 Sections: the verdicts and the headline table; fidelity vs accuracy (one point per student: answer accuracy against
 step agreement and against BLEU with the teacher's traces); the trace x answer contingency table of every model
 with P(correct answer | correct trace), P(correct answer | wrong trace) and the independence test; accuracy,
-trace accuracy and step agreement by number of steps (where chains break); the calibration of the answer's
-probability; CKA between layers; sample traces with each sentence marked right or wrong.
+trace accuracy and step agreement by number of steps (where chains break) and, for your questions, by category;
+the calibration of the answer's probability; CKA between layers; sample traces with each sentence marked right or
+wrong. Where no checker could judge a trace (your questions with ``steps: none``), the page says the trace figures
+are fidelity only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ COLUMNS = (  # (key, header, format): the summary table, in reading order
     ("bleu", "BLEU vs teacher", "f3"), ("right_for_wrong_reasons", "right answer, wrong trace", "pct"),
     ("p_answer_given_correct_trace", "P(CA | CT)", "pct"), ("p_answer_given_incorrect_trace", "P(CA | IT)", "pct"),
     ("independence_p_value", "χ² p", "f3"), ("ece", "answer ECE", "f3"), ("cka_mean_best", "CKA", "f2"))
-TASK_UNITS = {"chains": "steps", "babi": "supporting facts"}
+TASK_UNITS = {"chains": "steps", "babi": "supporting facts", "questions": "difficulty"}
 SAMPLE_TITLES = {"right_answer_wrong_trace": "right answer, wrong trace",
                  "right_trace_wrong_answer": "right trace, wrong answer",
                  "disagrees_with_teacher": "answer differs from the teacher's"}
@@ -31,7 +33,7 @@ SAMPLE_TITLES = {"right_answer_wrong_trace": "right answer, wrong trace",
 def _figures(results: dict, stages: dict[str, dict | None]) -> dict:
     """Every plot of the page, as inline SVG strings (None where there is nothing to draw)."""
     students = list(results["students"])
-    figs: dict = {"fidelity": None, "bleu": None, "steps": {}, "reliability": None, "cka": None}
+    figs: dict = {"fidelity": None, "bleu": None, "steps": {}, "categories": {}, "reliability": None, "cka": None}
     card = results["scorecard"]
     points = {n: (results["students"][n]["accuracy"], results["students"][n]["step_agreement"]) for n in students}
     if any(None not in p for p in points.values()):
@@ -46,7 +48,12 @@ def _figures(results: dict, stages: dict[str, dict | None]) -> dict:
         figs["steps"][task] = {
             key: plots.line_chart(part["difficulty"], part[key], f"number of {unit}", label, f"{task}: {label}")
             for key, label in (("accuracy", "answer accuracy"), ("trace_accuracy", "trace accuracy"),
-                               ("step_agreement", "step agreement with the teacher")) if part[key]}
+                               ("step_agreement", "step agreement with the teacher")) if _drawn(part[key])}
+    for task, part in results["breakdowns"].get("categories", {}).items():
+        figs["categories"][task] = {
+            key: plots.bar_chart([str(c) for c in part["category"]], part[key], label, f"{task}: {label} by category")
+            for key, label in (("accuracy", "answer accuracy"), ("trace_accuracy", "trace accuracy"),
+                               ("agreement", "answer agreement with the teacher")) if _drawn(part[key])}
     calibration = stages["calibration"]
     if calibration is not None:
         curves = {n: e["reliability"] for n, e in calibration["models"].items() if e["reliability"] is not None}
@@ -58,6 +65,11 @@ def _figures(results: dict, stages: dict[str, dict | None]) -> dict:
                                             f"linear CKA: teacher x {n}")
                        for n, e in representations["students"].items() if n in students}
     return figs
+
+
+def _drawn(series: dict[str, list]) -> bool:
+    """Whether a breakdown's series has a number to draw (trace accuracy is None where nothing was checked)."""
+    return any(v is not None for values in series.values() for v in values)
 
 
 def _contingency(results: dict) -> list[dict]:

@@ -11,6 +11,10 @@ A :class:`ModelSource` is exactly one of
 - ``lab``: a model that a registered resolver builds, e.g. the lab's ``vision`` and ``lm`` (``lab_model`` names which
   one, ``lab_recipe`` the recipe, ``lab_root`` where it keeps its models).
 
+A language model's source may add ``compress`` (int8 dynamic quantisation, dropped layers): the audit then sees the
+compressed copy a user would deploy (:mod:`kdlens.subjects.lm.compress`). Sources that differ only in ``compress``
+load their file once.
+
 Resolvers plug in from above: a package declares an entry point in the group ``kdlens.sources`` whose target, called
 with no argument, registers its resolvers through :func:`register` (the lab does; so do your own packages if they
 build models). Neither the audit nor distill imports the lab.
@@ -38,6 +42,21 @@ CHECKPOINT_LAYOUTS = {
 }
 
 
+class Compression(StrictModel):
+    """A compressed copy of a loaded language model: ``keep_layers`` (``every_second``: blocks 0, 2, 4, ...; or the
+    block indices to keep) is applied first, then ``quantize``."""
+
+    quantize: Literal["int8_dynamic"] | None = Field(None, description="int8 weights, activations quantised per "
+                                                     "batch (PyTorch dynamic quantisation; CPU only)")
+    keep_layers: Literal["every_second"] | list[int] | None = Field(None, description="decoder blocks to keep")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.quantize is None and self.keep_layers is None:
+            raise ValueError("compress needs quantize: int8_dynamic, keep_layers, or both")
+        return self
+
+
 class ModelSource(StrictModel):
     """A model from a checkpoint folder, an architecture (a class or factory, ``package.module:name``, with
     ``kwargs``, fresh or with ``weights`` from a safetensors file), or a registered resolver (``lab``)."""
@@ -56,6 +75,7 @@ class ModelSource(StrictModel):
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="language models: load the weights in this dtype (default: the checkpoint's own)")
     trust_remote_code: bool = Field(False, description="run model code named by the source (off unless trusted)")
+    compress: Compression | None = Field(None, description="language models: audit a compressed copy")
 
     @model_validator(mode="after")
     def _exactly_one_source(self):
@@ -152,6 +172,9 @@ def check_sources(sources: dict[str, ModelSource], kind: Kind) -> None:
         if source.gguf is not None and not Path(source.gguf).exists():
             raise FileNotFoundError(f"Expected the gguf of {where} to be a .gguf file or a folder holding one, but "
                                     f"got {source.gguf} (no such file or folder).")
+        if kind == "classifier" and source.compress is not None:
+            raise ValueError(f"Expected no compress for {where}: compression applies to language models only. "
+                             f"Remove it.")
         if kind == "classifier" and source.dtype is not None:
             raise ValueError(f"Expected no dtype for {where} (classifiers run in their weights' dtype), but got "
                              f"{source.dtype!r}. Remove it.")
@@ -175,25 +198,44 @@ def load_models(sources: dict[str, ModelSource], kind: Kind, device: str = "cpu"
     ``overrides`` go to the resolvers: recipe settings the caller's data fixes (e.g. ``{"shapes": ...}``).
     """
     check_sources(sources, kind)
+    if any(s.compress is not None and s.compress.quantize is not None for s in sources.values()) and \
+            device != "cpu":
+        raise ValueError(f"Expected device cpu with compress.quantize (PyTorch's int8 kernels run on the CPU), but "
+                         f"got {device!r}. Set device: cpu, or leave quantize out.")
     check_device(device)  # after the cheap checks of every source, before any model loads or any lab trains
     loaded: dict[str, Any] = {}
+    files: dict[str, Any] = {}  # one load per file: sources that differ only in compress share it
     for name, source in sources.items():
         if source.lab is not None:
             continue
         if kind == "lm":
-            from kdlens.subjects.lm import LanguageModel
-
-            if source.gguf is not None:
-                loaded[name] = LanguageModel.from_gguf(source.gguf, dtype=source.dtype, device=device, name=name)
-            else:
-                loaded[name] = LanguageModel.from_pretrained(source.checkpoint, dtype=source.dtype, device=device,
-                                                             trust_remote_code=source.trust_remote_code, name=name)
+            key = source.model_dump_json(exclude={"compress"})
+            if key not in files:
+                files[key] = _load_lm(source, device, name)
+            loaded[name] = files[key]
         else:
             loaded[name] = source.build(device)
     for lab in dict.fromkeys(s.lab for s in sources.values() if s.lab is not None):
         wanted = {name: s for name, s in sources.items() if s.lab == lab}
         loaded.update(resolver(lab, kind).load(wanted, device=device, progress=progress, overrides=overrides))
+    if kind == "lm":
+        from kdlens.subjects.lm.compress import compressed
+
+        for name, source in sources.items():
+            base = loaded[name]
+            settings = source.compress.model_dump() if source.compress is not None else {}
+            model = compressed(base, **settings)
+            loaded[name] = type(base)(model.model, model.tokenizer, name)
     return {name: loaded[name] for name in sources}
+
+
+def _load_lm(source: ModelSource, device: str, name: str):
+    from kdlens.subjects.lm import LanguageModel
+
+    if source.gguf is not None:
+        return LanguageModel.from_gguf(source.gguf, dtype=source.dtype, device=device, name=name)
+    return LanguageModel.from_pretrained(source.checkpoint, dtype=source.dtype, device=device,
+                                         trust_remote_code=source.trust_remote_code, name=name)
 
 
 def task_defaults(source: ModelSource | None, kind: Kind) -> dict:

@@ -116,13 +116,19 @@ def _read(path: Path, builder: str) -> list[dict]:
         import datasets
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("Question files are read with datasets: pip install 'kdlens[lm]'.") from error
-    with tempfile.TemporaryDirectory(prefix="kdlens-questions-") as cache:
-        try:
-            table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                          keep_in_memory=True)
-        except Exception as error:  # datasets wraps the parser's own error; say which file
-            C.fail(str(path), f"a readable {builder} file", f"{type(error).__name__}: {str(error)[:300]}")
-        return table.to_list()
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per read of a small local file is noise
+    try:
+        with tempfile.TemporaryDirectory(prefix="kdlens-questions-") as cache:
+            try:
+                table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                              keep_in_memory=True)
+            except Exception as error:  # datasets wraps the parser's own error; say which file
+                C.fail(str(path), f"a readable {builder} file", f"{type(error).__name__}: {str(error)[:300]}")
+            return table.to_list()
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def _question(row: dict, columns: dict[str, str], path: Path, line: int, present: Sequence[str]) -> Question:

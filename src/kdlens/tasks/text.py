@@ -24,7 +24,7 @@ CHUNK = 1024  # examples per seeded stream: the first k of a split do not depend
 
 Example = TypeVar("Example")
 _TERMINATORS = ".;?!\n"
-_SENTENCE = re.compile(r"[^.;?!\n]*(?:[.;?!\n]|$)")
+_SENTENCE = re.compile(r"(?:[^.;?!\n]|(?<![^\W\d])\.(?=\d))*(?:[.;?!\n]|$)")  # 3.5 and .5 keep their point
 _PUNCTUATION = re.compile(r"([.,;:?!=+\-*()])")
 _ANSWER = re.compile(r"\banswer\b(?: is| =| :)? (.+)$")
 
@@ -36,7 +36,7 @@ class TraceCheck:
     Attributes
     ----------
     steps_correct : one bool per gold step of the example: stated, and stated right every time it was stated
-    trace_correct : every gold step correct and no sentence wrong
+    trace_correct : every gold step correct and no sentence wrong; None when the checker cannot judge the trace
     answer : the final answer parsed from the trace (normalised), or None when no answer sentence was found
     answer_correct : ``answer`` equals the gold answer exactly
     sentences : the trace split into sentences, each ``text[start:end]`` for its span
@@ -45,7 +45,7 @@ class TraceCheck:
     """
 
     steps_correct: list[bool]
-    trace_correct: bool
+    trace_correct: bool | None
     answer: str | None
     answer_correct: bool
     sentences: list[str]
@@ -73,7 +73,8 @@ def split_sentences(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Split ``text`` after each ``.``, ``;``, ``?``, ``!`` or newline into sentences and their character spans.
 
     A sentence keeps its terminator, loses surrounding whitespace, and needs at least one letter or digit (stray
-    punctuation is skipped).
+    punctuation is skipped). A decimal point is no terminator: a ``.`` with a digit after it and no letter before it
+    (``3.5``, ``$.50``) stays inside its sentence.
 
     Returns
     -------
@@ -84,6 +85,8 @@ def split_sentences(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     --------
     >>> split_sentences("a = 3 ; b = 7 ; answer 7")
     (['a = 3 ;', 'b = 7 ;', 'answer 7'], [(0, 7), (8, 15), (16, 24)])
+    >>> split_sentences("3.5 * 2 = 7. Step 2.5 costs $.50.")[0]
+    ['3.5 * 2 = 7.', 'Step 2.5 costs $.50.']
     """
     sentences, spans = [], []
     for match in _SENTENCE.finditer(text):

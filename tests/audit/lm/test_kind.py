@@ -309,7 +309,7 @@ def test_a_template_puts_solved_train_questions_of_the_same_task_before_each_que
 
     data = ReasoningAuditData(n=3, few_shot=2, prompt_template="Solve it.\n{examples}Q: {question}")
     plain = load_questions(ReasoningAuditData(n=3))
-    questions = prompted(data, load_questions(data))
+    questions = prompted(data, load_questions(data), {"teacher": None})["teacher"]
     for task, shots in (("chains", chains.make_split(data.chains, "train", 2)),
                         ("babi", babi.make_split(data.babi, "train", 2))):
         module = chains if task == "chains" else babi

@@ -1,7 +1,7 @@
-"""What ``kdlens audit CONFIG`` reads when the models are language models that reason in steps (``data: {task:
-reasoning}``): the models (:class:`ModelSource`: local Hugging Face folders or the language-model lab), the
-questions (the ``chains`` and ``babi`` tasks, whose every step a checker verifies), the probes' settings and the
-selection rule.
+"""What ``kdlens audit CONFIG`` reads when the models are language models: the models (:class:`ModelSource`: local
+Hugging Face folders, GGUF files or the language-model lab), the questions (``data: {task: reasoning}``, the lab's
+``chains`` and ``babi`` tasks, whose every step a checker verifies; or ``data: {task: questions}``, your own file),
+the probes' settings and the selection rule.
 
 Validated whole before any model is loaded; a typo names the key it was probably meant to be.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from kdlens.audit.config import AuditSettings
 from kdlens.config import StrictModel
+from kdlens.tasks.answers import COMPARISONS, EXTRACTORS, THINK
 from kdlens.tasks.babi import BabiConfig
 from kdlens.tasks.chains import ChainsConfig
 
@@ -42,22 +43,122 @@ class ReasoningAuditData(StrictModel):
 
     @model_validator(mode="after")
     def _template(self):
-        try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt_template) if name is not None}
-        except ValueError as error:
-            raise ValueError(f"prompt_template is not a format string ({error}); write {{{{ and }}}} for literal "
-                             f"braces") from None
-        unknown = fields - {"question", "examples"}
-        if unknown:
-            raise ValueError(f"prompt_template may use {{question}} and {{examples}} only, but got "
-                             f"{', '.join(sorted('{' + f + '}' for f in unknown))}")
-        if "question" not in fields:
-            raise ValueError("prompt_template must contain {question}, where each question goes")
+        check_template(self.prompt_template, ("question", "examples"))
+        fields = template_fields(self.prompt_template)
         if (self.few_shot > 0) != ("examples" in fields):
             raise ValueError(f"few_shot is {self.few_shot} but prompt_template "
                              f"{'has' if 'examples' in fields else 'has no'} {{examples}}: give both (solved "
                              f"examples before each question) or neither")
         return self
+
+
+class AnswerSettings(StrictModel):
+    """How a model's answer is read out of its text and judged against the gold answer.
+
+    ``auto`` (the defaults) decides per question: a question with ``choices`` is read as a choice letter; a gold
+    answer that is a number is compared as a number and its trace's equations are checked; any other answer is
+    compared as normalised text, with no step checker."""
+
+    extract: Literal[EXTRACTORS] = Field("auto", description="auto: \\boxed{}, else 'the answer is', else the "
+                                         "last number (a choice letter for multiple-choice questions)")
+    pattern: str | None = Field(None, description="with extract: regex, the pattern (its first group is the answer)")
+    compare: Literal[("auto", *COMPARISONS)] = "auto"
+    tolerance: float = Field(1e-6, ge=0, description="numeric answers: largest absolute difference still equal")
+    think: tuple[str, str] | None = Field(THINK, description="markers of a reasoning block; the answer is read "
+                                          "after it, and a block never closed gives no answer (null: none)")
+    steps: Literal["auto", "arithmetic", "none"] = Field("auto", description="the step checker: arithmetic "
+                                                         "verifies equations; none leaves traces unchecked")
+
+    @model_validator(mode="after")
+    def _pattern(self):
+        if self.extract == "regex":
+            if self.pattern is None:
+                raise ValueError("extract is regex but no pattern is given: add pattern, with a group around the "
+                                 "answer, e.g. 'Result: (\\S+)'")
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression ({error})") from None
+        elif self.pattern is not None:
+            raise ValueError(f"pattern is given but extract is {self.extract!r}: set extract: regex to use it")
+        if self.think is not None and not all(self.think):
+            raise ValueError("think markers must be two non-empty strings, e.g. ['<think>', '</think>'], or null")
+        return self
+
+
+class QuestionsAuditData(StrictModel):
+    """Your own questions from a local file (read through Hugging Face ``datasets``; nothing is downloaded).
+
+    Each prompt is ``prompt_template`` with the question in; ``few_shot`` solved examples (from ``shots_path``, else
+    the first ``few_shot`` rows of ``path``, which then are not asked) come before it: as text in ``{examples}``, or
+    with ``chat: true`` as earlier turns of each model's own chat template."""
+
+    task: Literal["questions"] = "questions"
+    path: str = Field(description="a .jsonl, .csv or .parquet file of questions")
+    format: Literal["jsonl", "json", "csv", "parquet"] | None = Field(None, description="default: by the suffix")
+    fields: dict[str, str] = Field(default_factory=dict, description="our name (question, answer, trace, "
+                                   "difficulty, category, choices) -> your column")
+    n: int | None = Field(None, ge=1, le=100_000, description="at most n questions (all when fewer)")
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    prompt_template: str | None = Field(None, description="{question}, {choices} (the options, A. ... one per "
+                                        "line) and, without chat, {examples}; default 'Question: {question}\\n"
+                                        "Answer:' after {examples}, or '{question}' with chat")
+    few_shot: int = Field(0, ge=0, le=64, description="solved examples before each question")
+    shots_path: str | None = Field(None, description="a file of solved examples (same format and fields)")
+    chat: bool = Field(False, description="apply each model's own chat template")
+    system_prompt: str | None = Field(None, min_length=1, description="with chat: the system turn")
+
+    @model_validator(mode="after")
+    def _template(self):
+        if self.system_prompt is not None and not self.chat:
+            raise ValueError("system_prompt is given but chat is false: a system turn needs the chat template "
+                             "(set chat: true)")
+        if self.shots_path is not None and self.few_shot == 0:
+            raise ValueError("shots_path is given but few_shot is 0: say how many solved examples to show")
+        if self.prompt_template is None:
+            return self
+        check_template(self.prompt_template, ("question", "choices") + (() if self.chat else ("examples",)),
+                       "; with chat: true the examples are earlier turns, not {examples}" if self.chat else "")
+        if not self.chat and self.few_shot > 0 and "examples" not in template_fields(self.prompt_template):
+            raise ValueError(f"few_shot is {self.few_shot} but prompt_template has no {{examples}}: put it where "
+                             f"the solved examples go")
+        return self
+
+    @property
+    def template(self) -> str:
+        """The prompt template in force (the default depends on ``chat``)."""
+        if self.prompt_template is not None:
+            return self.prompt_template
+        return "{question}" if self.chat else "{examples}Question: {question}\nAnswer:"
+
+
+def template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def check_template(template: str, allowed: tuple[str, ...], hint: str = "") -> None:
+    """A prompt template that is a format string with ``{question}`` and no field outside ``allowed``."""
+    try:
+        fields = template_fields(template)
+    except ValueError as error:
+        raise ValueError(f"prompt_template is not a format string ({error}); write {{{{ and }}}} for literal "
+                         f"braces") from None
+    unknown = fields - set(allowed)
+    if unknown:
+        named = ["{" + f + "}" for f in allowed]
+        raise ValueError(f"prompt_template may use {', '.join(named[:-1])} and {named[-1]} only, but got "
+                         f"{', '.join(sorted('{' + f + '}' for f in unknown))}{hint}")
+    if "question" not in fields:
+        raise ValueError("prompt_template must contain {question}, where each question goes")
+
+
+def _task(value) -> str | None:
+    """``data.task``, ``reasoning`` when left out (the lab's tasks were the only ones once)."""
+    return value.get("task", "reasoning") if isinstance(value, dict) else getattr(value, "task", None)
+
+
+LMAuditData = Annotated[Annotated[ReasoningAuditData, Tag("reasoning")]
+                        | Annotated[QuestionsAuditData, Tag("questions")], Discriminator(_task)]
 
 
 class TracesProbe(StrictModel):
@@ -66,8 +167,10 @@ class TracesProbe(StrictModel):
     max_new_tokens: int = Field(160, ge=1, le=32_768)
     batch_size: int = Field(32, ge=1, le=4096)
     stop: str | None = Field(None, min_length=1, description="cut each trace before this string's first "
-                             "appearance; default: a newline when data.few_shot > 0 (each solved example is one "
-                             "line, and a model that follows them goes on to a next question), none otherwise")
+                             "appearance; default for the lab's tasks: a newline when data.few_shot > 0 (each "
+                             "solved example is one line); for your questions: '\\nQuestion:' with few-shot text "
+                             "prompts (a model that follows them goes on to a next question); otherwise none: "
+                             "each model's end-of-sequence / end-of-turn token ends it")
 
 
 class AnswerCalibrationProbe(StrictModel):
@@ -96,7 +199,7 @@ class LMProbes(StrictModel):
 class LMAuditConfig(AuditSettings):
     """One audit of a language-model teacher against its students on reasoning questions, written to ``run_dir``."""
 
-    data: ReasoningAuditData = Field(default_factory=ReasoningAuditData)
+    data: LMAuditData = Field(default_factory=ReasoningAuditData)
     probes: LMProbes = Field(default_factory=LMProbes)
     samples: int = Field(3, ge=0, le=100, description="sample traces per kind and student in the report")
 

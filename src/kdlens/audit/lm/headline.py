@@ -16,14 +16,18 @@ from kdlens.rundir import RunDir
 
 LM_STUDENT_KEYS = ("accuracy", "agreement", "trace_accuracy", "step_agreement", "bleu", "right_for_wrong_reasons",
                    "p_answer_given_correct_trace", "p_answer_given_incorrect_trace", "independence_p_value",
-                   "ece", "overconfidence", "cka_mean_best")
-LM_TEACHER_KEYS = ("accuracy", "trace_accuracy", "right_for_wrong_reasons", "p_answer_given_correct_trace",
-                   "p_answer_given_incorrect_trace", "independence_p_value", "ece", "overconfidence")
+                   "ece", "overconfidence", "cka_mean_best", "n_trace_checked")
+LM_TEACHER_KEYS = ("accuracy", "trace_accuracy", "n_trace_checked", "right_for_wrong_reasons",
+                   "p_answer_given_correct_trace", "p_answer_given_incorrect_trace", "independence_p_value", "ece",
+                   "overconfidence")
 SAMPLE_KINDS = ("right_answer_wrong_trace", "right_trace_wrong_answer", "disagrees_with_teacher")
 
 
-def right_for_wrong_reasons(table: dict) -> float | None:
-    """Share of correct answers whose trace is wrong: (CA & IT) / CA, from a trace x answer table's counts."""
+def right_for_wrong_reasons(table: dict | None) -> float | None:
+    """Share of correct answers whose trace is wrong: (CA & IT) / CA, from a trace x answer table's counts (None
+    without a table: no trace could be checked)."""
+    if table is None:
+        return None
     (ct_ca, _), (it_ca, _) = table["counts"]
     return it_ca / (ct_ca + it_ca) if ct_ca + it_ca else None
 
@@ -35,9 +39,11 @@ def _headline(traces: dict, calibration: dict | None, representations: dict | No
     row.update({k: overall.get(k) for k in ("accuracy", "trace_accuracy", "bleu", "step_agreement")})
     row["agreement"] = overall.get("answer_agreement")
     row["right_for_wrong_reasons"] = right_for_wrong_reasons(overall["table"])
-    row["p_answer_given_correct_trace"] = overall["table"]["p_answer_given_correct_trace"]
-    row["p_answer_given_incorrect_trace"] = overall["table"]["p_answer_given_incorrect_trace"]
-    row["independence_p_value"] = overall["independence"]["p_value"]
+    table, independence = overall["table"] or {}, overall["independence"] or {}
+    row["p_answer_given_correct_trace"] = table.get("p_answer_given_correct_trace")
+    row["p_answer_given_incorrect_trace"] = table.get("p_answer_given_incorrect_trace")
+    row["independence_p_value"] = independence.get("p_value")
+    row["n_trace_checked"] = overall.get("n_trace_checked")
     row["contingency"] = {"overall": {"table": overall["table"], "independence": overall["independence"]},
                           **{task: {"table": e["table"], "independence": e["independence"]}
                              for task, e in traces["models"][name]["tasks"].items()}}
@@ -57,35 +63,41 @@ def _headline(traces: dict, calibration: dict | None, representations: dict | No
         intervals.update(agreement=[r["agree"] for r in mine], step_agreement=[r["step_agreement"] for r in mine])
     row["intervals"] = {}
     for key, values in intervals.items():
+        values = [v for v in values if v is not None]  # traces no checker could judge
+        if not values:
+            continue
         ci = mean_ci(torch.tensor(values, dtype=torch.float64))
         if ci["low"] is not None:
             row["intervals"][key] = [ci["low"], ci["high"]]
     return row
 
 
-def steps_breakdown(traces: dict, models: list[str]) -> dict:
-    """Per task, per number of steps (supporting facts for babi): n, and per model accuracy, trace accuracy and
-    (students) answer and step agreement with the teacher: where chains break."""
+def steps_breakdown(traces: dict, models: list[str], by: str = "difficulty") -> dict:
+    """Per task, per number of steps (supporting facts for babi; the file's ``difficulty`` for your questions), or
+    with ``by="category"`` per category: n, and per model accuracy, trace accuracy and (students) answer and step
+    agreement with the teacher: where chains break. Tasks without such a breakdown are left out."""
     out = {}
     for task, entry in traces["models"][TEACHER]["tasks"].items():
-        levels = [level["difficulty"] for level in entry["by_difficulty"]]
-        part = {"difficulty": levels, "n": [level["n"] for level in entry["by_difficulty"]]}
+        levels = entry.get(f"by_{by}") or []
+        if not levels:
+            continue
+        part = {by: [level[by] for level in levels], "n": [level["n"] for level in levels]}
         for key, source in (("accuracy", "accuracy"), ("trace_accuracy", "trace_accuracy"),
                             ("agreement", "answer_agreement"), ("step_agreement", "step_agreement")):
             part[key] = {}
             for name in models:
-                by = traces["models"][name]["tasks"][task]["by_difficulty"]
-                if source in by[0]:
-                    part[key][name] = [level[source] for level in by]
+                mine = traces["models"][name]["tasks"][task][f"by_{by}"]
+                if source in mine[0]:
+                    part[key][name] = [level[source] for level in mine]
         out[task] = part
     return out
 
 
 def _kind(row: dict) -> list[str]:
     kinds = []
-    if row["answer_correct"] and not row["trace_correct"]:
+    if row["answer_correct"] and row["trace_correct"] is False:
         kinds.append("right_answer_wrong_trace")
-    if row["trace_correct"] and not row["answer_correct"]:
+    if row["trace_correct"] is True and not row["answer_correct"]:
         kinds.append("right_trace_wrong_answer")
     if row.get("agree") is False:
         kinds.append("disagrees_with_teacher")
@@ -125,5 +137,6 @@ def headline(run: RunDir, data: dict, students: list[str], sections: dict, sampl
     teacher.update(contingency=metrics[TEACHER]["contingency"], by_task=metrics[TEACHER]["by_task"],
                    intervals=metrics[TEACHER]["intervals"])
     return Headline(data, teacher, metrics, {
-        "thresholds": None, "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students])},
+        "thresholds": None, "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students]),
+                                           "categories": steps_breakdown(traces, [TEACHER, *students], "category")},
         "samples": pick_samples(rows, [TEACHER, *students], samples), **sections})

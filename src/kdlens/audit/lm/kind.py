@@ -1,16 +1,17 @@
-"""The language-model audit: a teacher against its students on reasoning questions whose every step a checker
-verifies (``data: {task: reasoning}``).
+"""The language-model audit: a teacher against its students on reasoning questions: the lab's, whose every step a
+checker verifies (``data: {task: reasoning}``), or yours (``data: {task: questions}``).
 
-:meth:`LanguageModelKind.prepare` loads the models (local folders or the lab; files and lab names checked first)
-and draws the questions; the stages then run in order (each model's generations under the ``traces`` line, then
-traces, calibration, representations), each cached in the run directory.
+:meth:`LanguageModelKind.prepare` reads the questions (a bad file fails before any model loads), loads the models
+(local folders, GGUF files or the lab; files and lab names checked first) and makes each model's prompts; the
+stages then run in order (each model's generations under the ``traces`` line, then traces, calibration,
+representations), each cached in the run directory.
 """
 
 from __future__ import annotations
 
 from kdlens.audit.common import TEACHER
 from kdlens.audit.kind import Headline, Prepared
-from kdlens.audit.lm.config import LMAuditConfig, check_model_name
+from kdlens.audit.lm.config import LMAuditConfig, QuestionsAuditData, check_model_name
 from kdlens.audit.lm.data import load_questions, prompted
 from kdlens.audit.lm.headline import headline
 from kdlens.audit.lm.stages import calibration_stage, generation_stage, representations_stage, traces_stage
@@ -18,11 +19,15 @@ from kdlens.audit.scorecard import Wording
 from kdlens.rundir import RunDir
 from kdlens.stages import StageRunner
 from kdlens.subjects.lm import LanguageModel
+from kdlens.subjects.lm.chat import end_of_turn_ids
+from kdlens.subjects.lm.compress import parameter_count, weight_bytes
 from kdlens.subjects.sources import load_models, task_defaults
 
 
 def _lab_tasks(config: LMAuditConfig) -> LMAuditConfig:
     """With a lab teacher, the tasks are drawn as the lab drew them unless the config says how."""
+    if isinstance(config.data, QuestionsAuditData):
+        return config
     defaults = task_defaults(config.teacher, "lm")
     update = {task: value for task, value in defaults.items() if task not in config.data.model_fields_set}
     if not update:
@@ -52,12 +57,24 @@ def _models(config: LMAuditConfig, teacher, students, progress: bool) -> dict[st
     return {name: given[name] if name in given else loaded[name] for name in names}
 
 
+def default_stop(data) -> str | None:
+    """Where a trace ends by default: before a next example's first line when few-shot text prompts show the model
+    solved examples one after another (a newline for the lab's one-line examples); None otherwise, so each model's
+    end-of-sequence or end-of-turn token ends it."""
+    if not data.few_shot or getattr(data, "chat", False):
+        return None
+    if not isinstance(data, QuestionsAuditData):
+        return "\n"
+    head = data.template.split("{examples}", 1)[-1].split("{", 1)[0].strip()
+    return "\n" + head if head else "\n\n"
+
+
 class LanguageModelKind:
-    """Hugging Face causal language models that answer in checkable steps (the chains and babi tasks)."""
+    """Hugging Face causal language models that answer in steps: the lab's chains and babi, or your questions."""
 
     name = "lm"
     config_type = LMAuditConfig
-    tasks = ("reasoning",)
+    tasks = ("reasoning", "questions")
     lines = ("traces", "calibration", "representations")
 
     def prepare(self, config: LMAuditConfig, teacher, students, baselines, progress: bool) -> Prepared:
@@ -69,39 +86,52 @@ class LanguageModelKind:
         models = _models(config, teacher, students, progress)
         for model in models.values():
             model.model.eval()
+        asked = prompted(config.data, bare, models)
         return Prepared(config, models, [n for n in models if n != TEACHER],
-                        extra={"bare": bare, "questions": prompted(config.data, bare)})
+                        extra={"bare": bare, "asked": asked, "questions": asked[TEACHER]})
 
     def run_stages(self, audit: Prepared, runner: StageRunner) -> None:
-        config, models, questions = audit.config, audit.models, audit.extra["questions"]
-        probes, run = config.probes, runner.run_dir
-        stop = probes.traces.stop or ("\n" if config.data.few_shot else None)
+        config, models, asked = audit.config, audit.models, audit.extra["asked"]
+        probes, run, yours = config.probes, runner.run_dir, isinstance(config.data, QuestionsAuditData)
+        stop = probes.traces.stop or default_stop(config.data)
         settings = {"max_new_tokens": probes.traces.max_new_tokens, "batch_size": probes.traces.batch_size,
                     "decoding": "greedy", **({"stop": stop} if stop is not None else {})}
-        shown = [q.prompt for q in audit.extra["bare"]] if config.data.prompt_template != "{question}" else None
+        shown = None
+        if yours or config.data.prompt_template != "{question}":
+            shown = [q.prompt for q in audit.extra["bare"]]
         with runner.line("traces"):
             for name, model in models.items():
-                runner.run(generation_stage(name, model, questions, settings), line="traces")
-            runner.run(traces_stage(run, models, questions, settings, shown), line="traces")
+                turn_ends = end_of_turn_ids(model) if getattr(config.data, "chat", False) else []
+                mine = {**settings, **({"stop_ids": turn_ends} if turn_ends else {})}
+                runner.run(generation_stage(name, model, asked[name], mine), line="traces")
+            runner.run(traces_stage(run, models, asked[TEACHER], settings, shown), line="traces")
         if probes.calibration.enabled:
-            runner.run(calibration_stage(run, models, questions, probes.calibration.n_bins,
+            runner.run(calibration_stage(run, models, asked, probes.calibration.n_bins,
                                          probes.calibration.batch_size))
         else:
             runner.skip("calibration")
         if probes.representations.enabled:
-            runner.run(representations_stage(run, models, questions, probes.representations.n,
+            texts_of = audit.extra["bare"] if yours else asked[TEACHER]  # one text for every model
+            runner.run(representations_stage(run, models, texts_of, probes.representations.n,
                                              probes.representations.batch_size))
         else:
             runner.skip("representations")
 
     def headline(self, audit: Prepared, run: RunDir) -> Headline:
-        config = audit.config
-        data = {"task": "reasoning", "primary": config.data.split, "shifted": None,
-                "tasks": [t for t in ("chains", "babi") if getattr(config.data, t) is not None],
-                "splits": {config.data.split: len(audit.extra["questions"])}, "has_masks": False,
-                "has_counterfactuals": False, "classes": None, "prompt_template": config.data.prompt_template,
-                "few_shot": config.data.few_shot}
-        models = {name: {"parameters": sum(p.numel() for p in m.model.parameters()),
+        config, n = audit.config, len(audit.extra["questions"])
+        if isinstance(config.data, QuestionsAuditData):
+            data = {"task": "questions", "primary": "test", "shifted": None, "tasks": ["questions"],
+                    "splits": {"test": n}, "has_masks": False, "has_counterfactuals": False, "classes": None,
+                    "prompt_template": config.data.template, "few_shot": config.data.few_shot,
+                    "path": config.data.path, "chat": config.data.chat, "system_prompt": config.data.system_prompt,
+                    "checked": sorted({q.rule.describe() for q in audit.extra["questions"]}),
+                    "answer": config.data.answer.model_dump(mode="json")}
+        else:
+            data = {"task": "reasoning", "primary": config.data.split, "shifted": None,
+                    "tasks": [t for t in ("chains", "babi") if getattr(config.data, t) is not None],
+                    "splits": {config.data.split: n}, "has_masks": False, "has_counterfactuals": False,
+                    "classes": None, "prompt_template": config.data.prompt_template, "few_shot": config.data.few_shot}
+        models = {name: {"parameters": parameter_count(m.model), "weights_mb": weight_bytes(m.model) / 2 ** 20,
                          "role": "teacher" if name == TEACHER else "student"} for name, m in audit.models.items()}
         return headline(run, data, audit.students, {"models": models, "probes": config.probes.model_dump(mode="json")},
                         samples=config.samples)

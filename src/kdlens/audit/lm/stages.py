@@ -17,6 +17,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 
 from kdlens import io
@@ -26,6 +29,8 @@ from kdlens.probes.lm_representations import layer_cka
 from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Stage
 from kdlens.subjects.lm import LanguageModel
+from kdlens.subjects.lm.compress import weights
+from kdlens.tasks.free_text import QuestionExample
 
 GENERATION_CHUNK = 4  # batches of traces saved at a time: a killed generation resumes after the last chunk
 POOL_NOTE = ("Hidden states are averaged over each word's tokens (through character offsets), so models with "
@@ -33,18 +38,27 @@ POOL_NOTE = ("Hidden states are averaged over each word's tokens (through charac
 
 
 def digest(model: LanguageModel) -> str:
-    """The digest of a language model's weights."""
-    return io.tensors_digest(model.model.state_dict())
+    """The digest of a language model's weights (a quantised layer's by its int8 values and scales)."""
+    return io.tensors_digest(weights(model.model))
+
+
+def asked_digest(questions: list) -> str:
+    """The digest of the questions as asked (prompts and gold answers): what a model's generations depend on."""
+    return io.stable_hash([[q.prompt, q.answer] for q in questions])
 
 
 def questions_digest(questions: list) -> str:
-    return io.stable_hash([[q.prompt, q.answer] for q in questions])
+    """The digest of the questions as asked and checked (your questions' answer rules and solutions included)."""
+    if not questions or not isinstance(questions[0], QuestionExample):
+        return asked_digest(questions)
+    return io.stable_hash([[q.prompt, q.answer, dataclasses.asdict(q.rule), q.solution, q.choices]
+                           for q in questions])
 
 
 def generation_stage(name: str, model: LanguageModel, questions: list, settings: dict) -> Stage:
     """Model ``name``'s greedy trace for every question (``settings``: ``max_new_tokens``, ``batch_size``, optional
-    ``stop``), generated ``GENERATION_CHUNK`` batches at a time, each chunk saved as it is done."""
-    inputs = {"model": digest(model), "questions": questions_digest(questions), "settings": settings}
+    ``stop`` and ``stop_ids``), generated ``GENERATION_CHUNK`` batches at a time, each chunk saved as it is done."""
+    inputs = {"model": digest(model), "questions": asked_digest(questions), "settings": settings}
     step = settings["batch_size"] * GENERATION_CHUNK
     starts = list(range(0, len(questions), step))
 
@@ -52,7 +66,8 @@ def generation_stage(name: str, model: LanguageModel, questions: list, settings:
         stage_dir.say(f"{name}: {start}/{len(questions)} traces")
         return {"texts": T.generate_traces(model, questions[start:start + step],
                                            max_new_tokens=settings["max_new_tokens"],
-                                           batch_size=settings["batch_size"], stop=settings.get("stop"))}
+                                           batch_size=settings["batch_size"], stop=settings.get("stop"),
+                                           stop_ids=settings.get("stop_ids", ()))}
 
     def reduce(states: list[dict], _) -> StageOutput:
         texts = [text for state in states for text in state["texts"]]
@@ -93,7 +108,8 @@ def traces_stage(run: RunDir, models: dict[str, LanguageModel], questions: list,
                     row["question"] = shown[i]
                 if reference is not None:
                     row["agree"] = row["answer"] is not None and row["answer"] == marked[TEACHER][i]["answer"]
-                    row["step_agreement"] = float(steps[i])
+                    share = float(steps[i])
+                    row["step_agreement"] = None if math.isnan(share) else share  # no gold step, no teacher text
                 rows.append({"model": name, **row})
         summary = {name: {k: v for k, v in entry["overall"].items() if k in ("accuracy", "trace_accuracy",
                                                                               "step_agreement")}
@@ -111,10 +127,10 @@ def traced_texts(run: RunDir) -> dict[str, list[str]]:
     return out
 
 
-def calibration_stage(run: RunDir, models: dict[str, LanguageModel], questions: list, n_bins: int = 10,
+def calibration_stage(run: RunDir, models: dict[str, LanguageModel], questions: dict[str, list], n_bins: int = 10,
                       batch_size: int = 16) -> Stage:
-    """The probability each model gives to the answer it wrote (given the question and its trace), its ECE and
-    reliability curve, from the ``traces`` stage's texts.
+    """The probability each model gives to the answer it wrote (given its prompt and its trace), its ECE and
+    reliability curve, from the ``traces`` stage's texts; ``questions``: per model, the questions as it was asked.
 
     Returns
     -------
@@ -122,14 +138,16 @@ def calibration_stage(run: RunDir, models: dict[str, LanguageModel], questions: 
     """
     texts = traced_texts(run)
     inputs = {"stage": "calibration", "models": {n: digest(m) for n, m in models.items()},
-              "texts": io.stable_hash(texts), "n_bins": n_bins}
+              "texts": io.stable_hash(texts), "n_bins": n_bins,
+              **({"questions": {n: questions_digest(q) for n, q in questions.items()}}
+                 if isinstance(questions[TEACHER][0], QuestionExample) else {})}
 
     def compute(_) -> StageOutput:
         figures: dict = {"n_bins": n_bins, "models": {}}
         rows = []
         for name, model in models.items():
-            confidence = T.answer_confidence(model, questions, texts[name], batch_size=batch_size)
-            correct = torch.tensor([c.answer_correct for c in T.check_traces(questions, texts[name])])
+            confidence = T.answer_confidence(model, questions[name], texts[name], batch_size=batch_size)
+            correct = torch.tensor([c.answer_correct for c in T.check_traces(questions[name], texts[name])])
             figures["models"][name] = T.calibration_summary(confidence, correct, n_bins)
             rows += [{"model": name, "index": i, "confidence": v, "correct": bool(correct[i])}
                      for i, v in enumerate(confidence.tolist())]
@@ -141,8 +159,8 @@ def calibration_stage(run: RunDir, models: dict[str, LanguageModel], questions: 
 
 def representations_stage(run: RunDir, models: dict[str, LanguageModel], questions: list, n: int | None = None,
                           batch_size: int = 16) -> Stage:
-    """Layer-by-layer linear CKA, teacher x each student, on the first ``n`` questions followed by the teacher's
-    traces (hidden states pooled per word).
+    """Layer-by-layer linear CKA, teacher x each student, on the first ``n`` questions (their prompts: the same text
+    for every model) followed by the teacher's traces (hidden states pooled per word).
 
     Returns
     -------

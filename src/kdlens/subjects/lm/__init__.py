@@ -16,8 +16,11 @@ The modules, each importing only those above it in this list:
 * ``load``: checkpoint checks, the tokenizer as saved, the model from a local folder
 * ``vocabulary``: whether two models share one vocabulary
 * ``spans``: word spans and pooling token states over character spans
+* ``head``: the output head applied to chosen positions only, chunked (bounded memory at any vocabulary size)
 * ``generation``: batched greedy or seeded generation (imports transformers; the class imports it when it generates)
 * ``model``: the ``LanguageModel`` class and ``check_same_vocabulary``
+* ``chat``: prompts through a model's own chat template, and the token that ends its turn
+* ``compress``: compressed copies (int8 dynamic quantisation, dropped layers), as a user would deploy them
 """
 
 from kdlens.subjects.lm.checks import check_batch_size, check_texts

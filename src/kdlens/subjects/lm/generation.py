@@ -10,7 +10,7 @@ transformers fills the knobs a call leaves unset from the checkpoint's ``generat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -42,12 +42,13 @@ def eos_token_ids(lm) -> list[int]:
     return sorted({int(i) for i in ids if i is not None})
 
 
-def _generation_config(lm, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float):
+def _generation_config(lm, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float,
+                       stops: list[int]):
     from transformers import GenerationConfig
 
     knobs = dict(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=do_sample, num_beams=1,
                  repetition_penalty=1.0, no_repeat_ngram_size=0, pad_token_id=lm.pad_token_id,
-                 eos_token_id=eos_token_ids(lm) or None, use_cache=True)
+                 eos_token_id=stops or None, use_cache=True)
     if do_sample:  # plain temperature + nucleus sampling: top-k (50 by transformers' default), min-p, typical off
         knobs.update(temperature=float(temperature), top_p=float(top_p), top_k=0, min_p=0.0, typical_p=1.0)
     else:  # neutral values, so a checkpoint's sampling settings neither leak in nor raise "unused flag" warnings
@@ -99,14 +100,16 @@ def _continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int], hea
 
 def generate(lm, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
-             stop: str | None = None) -> list[str]:
+             stop: str | None = None, stop_ids: Sequence[int] = ()) -> list[str]:
     """Continue each prompt and return only the new text.
 
     Greedy by default (batched results equal one-at-a-time results); with ``do_sample=True`` tokens are drawn at
     ``temperature`` from the smallest set of probability ``top_p``, from a generator seeded with ``seed`` (the same
     seed and batch size give the same texts; the caller's random state is left as it was). A row's generation ends at
-    an eos token, after ``max_new_tokens``, or as soon as its text holds ``stop`` (if given; the batch goes on until
-    every row has ended); the text is then cut before the first ``stop``.
+    an eos token (the tokenizer's, the generation config's, and ``stop_ids``, e.g. a chat template's end-of-turn
+    token, :func:`kdlens.subjects.lm.chat.end_of_turn_ids`), after ``max_new_tokens``, or as soon as its text holds
+    ``stop`` (if given; the batch goes on until every row has ended); the text is then cut before the first
+    ``stop``.
 
     Parameters
     ----------
@@ -116,6 +119,7 @@ def generate(lm, prompts: list[str], max_new_tokens: int = 64, do_sample: bool =
     do_sample, temperature, top_p, seed : decoding; temperature > 0, top_p in (0, 1]
     batch_size : int, prompts per ``generate`` call
     stop : str or None
+    stop_ids : token ids that end a row besides the eos ids
 
     Returns
     -------
@@ -143,8 +147,9 @@ def generate(lm, prompts: list[str], max_new_tokens: int = 64, do_sample: bool =
         if not e.ids:
             C.fail(f"prompts[{i}]", "a prompt of at least one token", "none",
                    "Give a prompt, or use a tokenizer that adds a BOS token.")
-    config = _generation_config(lm, max_new_tokens, do_sample, temperature, top_p)
-    stops = set(eos_token_ids(lm))
+    extra = [C.check_int(i, "stop_ids[]", 0) for i in stop_ids]
+    stops = set(eos_token_ids(lm)) | set(extra)
+    config = _generation_config(lm, max_new_tokens, do_sample, temperature, top_p, sorted(stops))
     device = lm.device
     texts = []
     with inference(lm.model), (_seeded(seed, device) if do_sample else nullcontext()):

@@ -8,7 +8,7 @@ without gradients and restores the model's mode afterwards.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 from kdlens import validation as C
 from kdlens.subjects.lm.batching import inference, pad_rows
 from kdlens.subjects.lm.checks import check_batch_size, check_texts
+from kdlens.subjects.lm.head import output_head, reproduces_logits, target_logprobs
 from kdlens.subjects.lm.load import gguf_file, import_transformers, load_gguf, load_pretrained
 from kdlens.subjects.lm.results import ContinuationScore, Encoding, HiddenStates, TokenLogits
 from kdlens.subjects.lm.vocabulary import vocabulary_difference
@@ -30,6 +31,13 @@ class LanguageModel:
     model : a Hugging Face causal LM (``model(input_ids, attention_mask=...).logits`` of shape (B, T, V))
     tokenizer : its tokenizer; scoring, hidden states and token logits need a fast one (character offsets)
     name : str, how reports refer to it
+
+    Attributes
+    ----------
+    logits_chunk_mb : float, default 256; scoring runs the model's body, then its output head on a chunk of the
+        scored positions at a time, computing at most this many MB of float32 vocabulary logits at once (at least one
+        position's). Smaller chunks cost time: each re-reads the head's weights (on a CPU, 64 MB made the head 2x
+        slower at a 262k vocabulary, 256 MB 1.2x).
 
     Examples
     --------
@@ -65,6 +73,8 @@ class LanguageModel:
         if not isinstance(name, str):
             C.fail("name", "a str (how reports refer to the model)", type(name).__name__, error=TypeError)
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.logits_chunk_mb = 256.0
+        self._head_check = None  # (model, its output embedding, whether the head passed the probe) once checked
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype | None = None,
@@ -109,6 +119,15 @@ class LanguageModel:
         return first.device if first is not None else torch.device("cpu")
 
     @property
+    def logits_chunk_mb(self) -> float:
+        """The most float32 vocabulary logits (MB) scoring computes at once (see the class)."""
+        return self._logits_chunk_mb
+
+    @logits_chunk_mb.setter
+    def logits_chunk_mb(self, value: float) -> None:
+        self._logits_chunk_mb = C.check_positive(value, "logits_chunk_mb")
+
+    @property
     def max_positions(self) -> int | None:
         """The longest sequence the model accepts (config ``max_position_embeddings``), or None if unknown."""
         for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
@@ -121,8 +140,10 @@ class LanguageModel:
     def vocab_size(self) -> int:
         """Width V of the logits (the output embedding's rows; may exceed the tokenizer's vocabulary)."""
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
-        if head is not None and hasattr(head, "weight"):
-            return int(head.weight.shape[0])
+        weight = getattr(head, "weight", None)
+        weight = weight() if callable(weight) else weight  # a quantised head's weight is a method
+        if isinstance(weight, torch.Tensor):
+            return int(weight.shape[0])
         return int(self.model.config.vocab_size)
 
     @property
@@ -175,6 +196,28 @@ class LanguageModel:
             return self._forward(rows, logits_to_keep=keep).logits, {t: i for i, t in enumerate(needed)}
         return self._forward(rows).logits, {t: t for t in needed}
 
+    def _head(self):
+        """The output head as a function of the body's last hidden state (:func:`~kdlens.subjects.lm.head.output_head`)
+        when, on a short probe, it reproduces the model's own logits; None otherwise. Checked once per model and
+        output embedding (a new one, or a new model, is checked again); call it under ``inference``."""
+        head = output_head(self.model)
+        embedding = self.model.get_output_embeddings() if head is not None else None
+        check = self._head_check
+        if check is None or check[0] is not self.model or check[1] is not embedding:
+            passed = head is not None
+            if passed:
+                n = min(8, self.max_positions or 8)
+                ids = torch.randint(min(len(self.tokenizer), self.vocab_size), (n,),
+                                    generator=torch.Generator().manual_seed(0)).tolist()
+                hidden = getattr(self._forward([ids], base=True), "last_hidden_state", None)
+                passed = hidden is not None and reproduces_logits(head, hidden, self._forward([ids]).logits)
+            self._head_check = check = (self.model, embedding, passed)
+        return head if check[2] else None
+
+    def _chunk_positions(self) -> int:
+        """Positions per output-head call: ``logits_chunk_mb`` of float32 logits, at least one position."""
+        return max(1, int(self.logits_chunk_mb * 2**20) // (4 * self.vocab_size))
+
     def _batches(self, texts: list[str], batch_size: int, **kwargs) -> Iterator[tuple[list, object]]:
         """(encodings, model output) per right-padded batch of ``texts``, in eval mode without gradients."""
         texts = check_texts(texts, "texts")
@@ -198,6 +241,12 @@ class LanguageModel:
         run from the first whose character span ends after the context (a token straddling the seam counts as the
         continuation's) to the last token with text (an eos a tokenizer appends is not scored). Batches are
         right-padded; results equal scoring one pair at a time.
+
+        Memory: per batch, the body's hidden states and one chunk of vocabulary logits (``logits_chunk_mb``, 256 MB
+        of float32 by default, and their log-softmax), whatever the vocabulary. A model whose output head cannot be
+        run apart from its body (an unknown step between them: checked once per instance on a short probe) is scored
+        from its own logits at the positions that predict a scored token instead (exact, but (B, those positions, V)
+        per batch).
 
         Parameters
         ----------
@@ -235,25 +284,47 @@ class LanguageModel:
 
         results = []
         with inference(self.model):
+            head = self._head()
             for lo in range(0, len(encodings), batch_size):
-                chunk = encodings[lo:lo + batch_size]
-                # Only the rows that predict a scored token get logits: (B, K, V) for the K positions any pair of
-                # the batch needs, not (B, T, V) (at a 262k vocabulary that is GBs per batch).
-                needed = sorted({t - 1 for picks in positions[lo:lo + len(chunk)] for t in picks})
-                logits, column = self._logits_at([e.ids for e in chunk], needed)
-                for b, e in enumerate(chunk):
-                    picked = positions[lo + b]
-                    where = torch.tensor([column[t - 1] for t in picked], device=logits.device)
-                    logprobs = logits[b, where].float().log_softmax(-1)  # (k, V): row t - 1 predicts token t
-                    targets = torch.tensor([e.ids[t] for t in picked], device=logits.device)
-                    token_logprobs = logprobs.gather(1, targets[:, None])[:, 0].cpu()  # (k,)
+                chunk, picks = encodings[lo:lo + batch_size], positions[lo:lo + batch_size]
+                rows = [e.ids for e in chunk]
+                targets = torch.tensor([e.ids[t] for e, picked in zip(chunk, picks, strict=True) for t in picked],
+                                       device=self.device)  # (N,): the batch's scored tokens, pair after pair
+                if head is not None:
+                    logprobs = self._logprobs_by_head(head, rows, picks, targets)
+                else:
+                    logprobs = self._logprobs_by_logits(rows, picks, targets)
+                split = logprobs.cpu().split([len(picked) for picked in picks])
+                for b, (e, picked, token_logprobs) in enumerate(zip(chunk, picks, split, strict=True)):
                     seam = len(contexts[lo + b])
                     total = float(token_logprobs.double().sum())
                     results.append(ContinuationScore(
-                        token_logprobs=token_logprobs, tokens=self._token_strings([e.ids[t] for t in picked]),
+                        token_logprobs=token_logprobs.clone(), tokens=self._token_strings([e.ids[t] for t in picked]),
                         offsets=[(max(e.offsets[t][0] - seam, 0), max(e.offsets[t][1] - seam, 0)) for t in picked],
                         total=total, mean=total / len(picked)))
         return results
+
+    def _logprobs_by_head(self, head, rows: list[list[int]], picks: list[list[int]],
+                          targets: torch.Tensor) -> torch.Tensor:
+        """(N,) log-probabilities of the scored tokens ``picks`` (per row) through the body, then the output head on
+        ``_chunk_positions()`` of the N predicting positions at a time: never (B, T, V)."""
+        hidden = self._forward(rows, base=True).last_hidden_state  # (B, T, d)
+        row = torch.tensor([b for b, picked in enumerate(picks) for _ in picked], device=hidden.device)
+        before = torch.tensor([t - 1 for picked in picks for t in picked], device=hidden.device)  # t - 1 predicts t
+        return target_logprobs(head, hidden[row, before], targets, self._chunk_positions())  # hidden[...]: (N, d)
+
+    def _logprobs_by_logits(self, rows: list[list[int]], picks: list[list[int]],
+                            targets: torch.Tensor) -> torch.Tensor:
+        """The same from the model's own logits at the K positions any row needs: exact for any model, but holds
+        (B, K, V)."""
+        needed = sorted({t - 1 for picked in picks for t in picked})
+        logits, column = self._logits_at(rows, needed)
+        out = []
+        for b, (picked, wanted) in enumerate(zip(picks, targets.split([len(p) for p in picks]), strict=True)):
+            where = torch.tensor([column[t - 1] for t in picked], device=logits.device)
+            logprobs = logits[b, where].float().log_softmax(-1)  # (k, V): row t - 1 predicts token t
+            out.append(logprobs.gather(1, wanted[:, None])[:, 0])
+        return torch.cat(out)
 
     def hidden_states(self, texts: list[str], batch_size: int = 16) -> list[HiddenStates]:
         """Every layer's per-token hidden states for each text: "embed", then "layers.0" ... "layers.{L-1}".
@@ -272,22 +343,35 @@ class LanguageModel:
         return results
 
     def token_logits(self, texts: list[str], batch_size: int = 16) -> list[TokenLogits]:
-        """(T, V) next-token logits per text (float32, CPU), with ids, spans and token strings, for token-level KD."""
+        """(T, V) next-token logits per text (float32, CPU), with ids, spans and token strings, for token-level KD.
+
+        Each text's logits are a tensor of their own (no padding, no view of a batch): the body runs per batch, the
+        output head per text, so besides what is returned a batch holds its hidden states (and, for a model that is
+        not float32, the text's logits in its dtype while they are converted). A model whose head cannot be run apart
+        from its body (see :meth:`score`) holds its (B, T, V) logits for the batch instead.
+        """
+        texts, batch_size = check_texts(texts, "texts"), check_batch_size(batch_size)
+        with inference(self.model):
+            head = self._head()
         results = []
-        for chunk, out in self._batches(texts, batch_size):
-            for b, e in enumerate(chunk):  # out.logits: (B, T, V)
-                results.append(TokenLogits(out.logits[b, :len(e.ids)].float().cpu(), torch.tensor(e.ids),
-                                           e.offsets, self._token_strings(e.ids)))
+        for chunk, out in self._batches(texts, batch_size, base=head is not None):
+            for b, e in enumerate(chunk):
+                n = len(e.ids)
+                if head is not None:  # (T, V): the head's own output where it is float32 on the CPU
+                    logits = head(out.last_hidden_state[b:b + 1, :n])[0].to("cpu", torch.float32)
+                else:
+                    logits = out.logits[b, :n].to("cpu", torch.float32, copy=True)  # out.logits: (B, T, V)
+                results.append(TokenLogits(logits, torch.tensor(e.ids), e.offsets, self._token_strings(e.ids)))
         return results
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
-                 stop: str | None = None) -> list[str]:
+                 stop: str | None = None, stop_ids: Sequence[int] = ()) -> list[str]:
         """Continue each prompt; greedy by default. See :func:`kdlens.subjects.lm.generation.generate`."""
         from kdlens.subjects.lm.generation import generate  # here: generation imports transformers
 
         return generate(self, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                        top_p=top_p, seed=seed, batch_size=batch_size, stop=stop)
+                        top_p=top_p, seed=seed, batch_size=batch_size, stop=stop, stop_ids=stop_ids)
 
     def same_vocabulary(self, other: LanguageModel) -> bool:
         """True when both tokenizers map the same tokens to the same ids and both logits have the same width."""
