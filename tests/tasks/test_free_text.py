@@ -39,13 +39,19 @@ def test_without_a_solution_a_trace_with_no_equation_is_not_checkable():
     assert F.check_trace(example(bare), " 7 + 5 = 13, so 12.").trace_correct is False
 
 
-def test_word_answers_are_compared_as_normalised_text_and_never_step_checked():
-    where = Question("Mary went to the kitchen. Where is Mary?", "kitchen")
+def test_word_answers_are_read_from_the_last_sentence_and_never_step_checked():
+    where = Question("Mary went to the hall. Mary went to the kitchen. Where is Mary?", "kitchen")
     e = example(where)
-    assert (e.rule.compare, e.rule.steps) == ("normalized", "none")
+    assert (e.rule.extract, e.rule.compare, e.rule.steps) == ("sentence", "contains", "none")
     check = F.check_trace(e, " Mary is in the kitchen. The answer is the Kitchen.")
     assert check.answer_correct and check.answer == "kitchen" and check.trace_correct is None
     assert check.steps_correct == [] and check.sentence_correct == [None, None]
+    plain = F.check_trace(e, " Mary went to the hall first, then to the kitchen. So Mary is in the kitchen.")
+    assert plain.answer_correct and plain.answer == "kitchen"  # agrees with the first: the gold's words
+    wrong = F.check_trace(e, " Mary is in the hall.")
+    assert not wrong.answer_correct and wrong.answer == "mary is in hall"
+    assert (example(where, compare="normalized").rule.compare, example(where, extract="answer_is").rule.extract) == (
+        "normalized", "answer_is")
 
 
 def test_a_multiple_choice_question_reads_the_letter_and_takes_the_option_text_as_gold():

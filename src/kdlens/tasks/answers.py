@@ -8,6 +8,7 @@ Extractors (each returns the answer as written, or None when the text holds none
   up to the end of its sentence or line;
 - ``choice``: a choice letter ("(B)", "answer is C", "B." at the start of a line, a letter alone);
 - ``regex``: the first group (else the whole match) of the last match of a pattern of yours;
+- ``sentence``: for word answers, ``answer_is``, else the last sentence ("Mary is in the kitchen.");
 - ``auto``: ``boxed``, else ``answer_is``, else ``last_number``.
 
 Each looks after a ``<think> ... </think>`` block only (markers configurable); a block the model never closed holds
@@ -15,8 +16,10 @@ no answer, however many numbers its reasoning has.
 
 Comparisons: ``numeric`` (both parsed as numbers; commas, currency, percent signs and trailing units stripped;
 equal within an absolute ``tolerance``, default 1e-6: 1,000,000 is not 1,000,001), ``exact`` (after stripping spaces),
-``normalized`` (lower case, punctuation and the articles a/an/the dropped, spaces collapsed), ``choice`` (the same
-letter; a gold given as a choice's text is mapped to its letter).
+``normalized`` (lower case, punctuation and the articles a/an/the dropped, spaces collapsed), ``contains`` (the
+normalised gold is a run of whole words of the normalised answer: "kitchen" in "mary is in the kitchen"; for word
+answers read with ``sentence``; it cannot tell "not in the kitchen" apart), ``choice`` (the same letter; a gold
+given as a choice's text is mapped to its letter).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from collections.abc import Sequence
 
 from kdlens import validation as C
 
-EXTRACTORS = ("auto", "last_number", "boxed", "answer_is", "choice", "regex")
-COMPARISONS = ("numeric", "exact", "normalized", "choice")
+EXTRACTORS = ("auto", "last_number", "boxed", "answer_is", "choice", "regex", "sentence")
+COMPARISONS = ("numeric", "exact", "normalized", "contains", "choice")
 LETTERS = "ABCDEFGHIJ"
 
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?(?![\w])|"
@@ -89,6 +92,8 @@ def extract_answer(text: str, how: str = "auto", pattern: str | None = None,
         return _after_marker(text)
     if how == "choice":
         return _choice(text, choices)
+    if how == "sentence":
+        return _after_marker(text) or _last_sentence(text)
     if pattern is None:
         C.fail("pattern", "a regular expression for extract: regex", "none",
                "Give one with a group around the answer, e.g. 'Result: (\\S+)'.")
@@ -97,6 +102,11 @@ def extract_answer(text: str, how: str = "auto", pattern: str | None = None,
         return None
     last = matches[-1]
     return (last.group(1) if last.groups() else last.group(0)).strip()
+
+
+def _last_sentence(text: str) -> str | None:
+    pieces = [p.strip() for p in re.split(r"(?<!\d)[.!?](?:\s|$)|\n", text) if any(c.isalnum() for c in p)]
+    return pieces[-1].strip("* ") if pieces else None
 
 
 def _last_boxed(text: str) -> str | None:
@@ -179,6 +189,9 @@ def answers_match(predicted: str | None, gold: str, compare: str = "numeric", to
         return predicted.strip() == gold.strip()
     if compare == "normalized":
         return normalize(predicted) == normalize(gold)
+    if compare == "contains":
+        said, wanted = normalize(predicted).split(), normalize(gold).split()
+        return bool(wanted) and any(said[i:i + len(wanted)] == wanted for i in range(len(said) - len(wanted) + 1))
     letter = gold.strip().upper()
     if len(letter) != 1 and choices:
         named = [LETTERS[i] for i, c in enumerate(choices) if normalize(c) == normalize(gold)]

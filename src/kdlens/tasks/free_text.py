@@ -98,11 +98,14 @@ def with_prompt(example: QuestionExample, prompt: str) -> QuestionExample:
     return dataclasses.replace(example, prompt=prompt)
 
 
-def canonical(answer: str | None, rule: AnswerRule, choices=None) -> str | None:
-    """An extracted answer in the form two models' answers are compared in: a number's value, normalised text, a
-    choice letter; None stays None."""
+def canonical(answer: str | None, rule: AnswerRule, gold: str = "") -> str | None:
+    """An extracted answer in the form two models' answers are compared in: a number's value, normalised text (the
+    gold's, under ``contains``, when the answer holds it: "mary is in the kitchen" and "kitchen" agree), a choice
+    letter; None stays None."""
     if answer is None:
         return None
+    if rule.compare == "contains":
+        return A.normalize(gold) if A.answers_match(answer, gold, "contains") else A.normalize(answer)
     if rule.compare == "numeric":
         value = A.parse_number(answer)
         return None if value is None else f"{value:.12g}"
@@ -135,7 +138,7 @@ def check_trace(example: QuestionExample, text: str) -> AnswerCheck:
         steps, trace, marks = list(arithmetic.reached), arithmetic.trace_correct, list(arithmetic.sentence_correct)
     else:
         steps, trace, marks = [], None, [None] * len(sentences)
-    return AnswerCheck(steps_correct=steps, trace_correct=trace, answer=canonical(found, rule, example.choices),
+    return AnswerCheck(steps_correct=steps, trace_correct=trace, answer=canonical(found, rule, example.answer),
                       answer_correct=correct, sentences=sentences, spans=spans, sentence_correct=marks,
                       answer_text=found)
 

@@ -57,7 +57,8 @@ class AnswerSettings(StrictModel):
 
     ``auto`` (the defaults) decides per question: a question with ``choices`` is read as a choice letter; a gold
     answer that is a number is compared as a number and its trace's equations are checked; any other answer is
-    compared as normalised text, with no step checker."""
+    read from "the answer is ..." or the last sentence and is right when it holds the gold words (``contains``),
+    with no step checker."""
 
     extract: Literal[EXTRACTORS] = Field("auto", description="auto: \\boxed{}, else 'the answer is', else the "
                                          "last number (a choice letter for multiple-choice questions)")

@@ -47,8 +47,10 @@ def examples(rows: list[Q.Question], settings: AnswerSettings) -> list[F.Questio
         numeric = parse_number(row.answer) is not None and row.choices is None
         compare = settings.compare
         if compare == "auto":
-            compare = "choice" if row.choices else "numeric" if numeric else "normalized"
-        extract = "choice" if settings.extract == "auto" and row.choices else settings.extract
+            compare = "choice" if row.choices else "numeric" if numeric else "contains"
+        extract = settings.extract
+        if extract == "auto" and (row.choices or not numeric):
+            extract = "choice" if row.choices else "sentence"
         steps = settings.steps if settings.steps != "auto" else "arithmetic" if compare == "numeric" else "none"
         rule = F.AnswerRule(extract, settings.pattern, compare, settings.tolerance,
                             None if settings.think is None else tuple(settings.think), steps)
