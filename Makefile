@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORE   := $(VENV)/.core
 
-.PHONY: test lint install demo clean
+.PHONY: test lint install demo real-lm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ install: $(STAMP)
 # The whole story on the vision lab: build it (cached in runs/lab), audit it (runs/demo), write the report.
 demo: $(CORE)
 	$(BIN)/kdlens demo
+
+# A real model: SmolLM2-135M-Instruct against its int8 and half-depth copies on kdlens's own questions
+# (examples/real_lm/; report in runs/real-lm/report.html).
+real-lm: $(STAMP)
+	mkdir -p runs/models
+	ln -sf "$$($(BIN)/python examples/real_lm/smollm2.py)" runs/models/smollm2.gguf
+	$(BIN)/kdlens audit examples/real_lm/audit.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
