@@ -26,6 +26,7 @@ def audited(tmp_path_factory):
     config["data"].update(path=str(EXAMPLE / config["data"]["path"].split("/")[-1]),
                           shots_path=str(EXAMPLE / config["data"]["shots_path"].split("/")[-1]), n=6)
     config["probes"]["representations"]["n"] = 4
+    config["probes"]["calibration"] = {"enabled": False}  # the slowest probe here; the question audits cover it
     path = root / "audit.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["audit", str(path), "--quiet"])
