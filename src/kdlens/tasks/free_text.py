@@ -70,15 +70,6 @@ class QuestionExample:
     line: int = 0
     rule: AnswerRule = AnswerRule()
 
-    @property
-    def steps(self) -> tuple[str, ...]:
-        """The gold steps: the intermediate results of the solution (arithmetic checker), else none."""
-        if self.rule.steps != "arithmetic" or not self.solution:
-            return ()
-        from kdlens.tasks.arithmetic import gold_results
-
-        return tuple(_number_text(value) for value in gold_results(self.solution))
-
 
 @dataclass
 class AnswerCheck(TraceCheck):
@@ -148,6 +139,3 @@ def shot(example: QuestionExample) -> str:
     solution = (example.solution or "").strip()
     return (solution + " " if solution else "") + f"The answer is {example.answer}."
 
-
-def _number_text(value) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
