@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdlens.rundir import LAYOUT, LayoutError, RunDir, StageOutput
-from kdlens.stages import Stage, StageRunner, run_stage
+from kdlens.stages import Stage, StageRunner, run_stage, spans
 
 
 def summing(calls: list, shards=range(5)) -> Stage:
     """Sum of squares of 0..4, one shard per number; ``calls`` records every shard mapped."""
-    def map_shard(i, _):
+    def map_shard(shard, _):
+        i = shard.start
         calls.append(i)
         return {"sum": torch.tensor([float(i * i)], dtype=torch.float64)}
 
@@ -24,7 +25,8 @@ def summing(calls: list, shards=range(5)) -> Stage:
         return StageOutput(figures={"total": total}, rows=[{"i": i} for i in range(len(states))],
                            summary={"total": total})
 
-    return Stage("squares", {"n": len(shards)}, shards=list(shards), map=map_shard, reduce=reduce)
+    return Stage("squares", {"n": len(shards)}, shards=spans(len(shards), 1), map=map_shard, reduce=reduce,
+                 examples=len(shards))
 
 
 def test_a_stage_writes_its_files_and_is_not_run_twice(tmp_path):
@@ -44,10 +46,10 @@ def test_an_interrupted_sharded_stage_redoes_only_the_missing_shards(tmp_path):
     stage = summing(calls)
     inner = stage.map
 
-    def killed_at_three(i, stage_dir):
-        if i == 3:
+    def killed_at_three(shard, stage_dir):
+        if shard.start == 3:
             raise KeyboardInterrupt
-        return inner(i, stage_dir)
+        return inner(shard, stage_dir)
 
     stage.map = killed_at_three
     with pytest.raises(KeyboardInterrupt):
@@ -87,11 +89,11 @@ def test_a_stage_turned_off_forgets_its_files(tmp_path):
 def test_json_states_and_what_a_stage_says(tmp_path):
     said = []
 
-    def map_shard(i, stage_dir):
-        stage_dir.say(f"shard {i}")
-        return {"texts": [f"t{i}"]}
+    def map_shard(shard, stage_dir):
+        stage_dir.say(f"shard {shard.start}")
+        return {"texts": [f"t{shard.start}"]}
 
-    stage = Stage("texts", {}, shards=[0, 1], map=map_shard,
+    stage = Stage("texts", {}, shards=spans(2, 1), map=map_shard, examples=2,
                   reduce=lambda states, d: StageOutput(rows=[{"text": t} for s in states for t in s["texts"]]))
     with StageRunner(RunDir(tmp_path), progress=False, on_say=said.append) as runner:
         runner.run(stage)
@@ -111,13 +113,13 @@ def test_a_run_directory_of_an_older_layout_says_how_to_run_it_again(tmp_path):
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.lists(st.integers(-50, 50), min_size=1, max_size=8))
-def test_sharding_does_not_change_the_reduced_result(tmp_path_factory, values):
-    def stage(groups):
-        return Stage("sum", {"groups": groups}, shards=groups,
-                     map=lambda g, _: {"s": torch.tensor([float(sum(g))], dtype=torch.float64)},
+@given(st.lists(st.integers(-50, 50), min_size=1, max_size=8), st.integers(1, 8))
+def test_sharding_does_not_change_the_reduced_result(tmp_path_factory, values, step):
+    def stage(step):
+        return Stage("sum", {"values": values}, shards=spans(len(values), step), examples=len(values),
+                     map=lambda s, _: {"s": torch.tensor([float(sum(values[s.start:s.stop]))], dtype=torch.float64)},
                      reduce=lambda states, _: StageOutput(summary={"s": float(sum(x["s"] for x in states))}))
 
-    one = run_stage(tmp_path_factory.mktemp("one"), stage([values]))["s"]
-    each = run_stage(tmp_path_factory.mktemp("each"), stage([[v] for v in values]))["s"]
+    one = run_stage(tmp_path_factory.mktemp("one"), stage(len(values)))["s"]
+    each = run_stage(tmp_path_factory.mktemp("each"), stage(step))["s"]
     assert one == each == float(sum(values))

@@ -161,15 +161,45 @@ def audit(
     config: Path = typer.Argument(..., help="YAML: run_dir, data, teacher, students, baselines, probes, selection."),
     report: bool = typer.Option(True, help="Write report.html and summary.md when the audit is done."),
     quiet: bool = typer.Option(False, help="No progress display."),
+    shard: str = typer.Option(None, metavar="I/N", help="Do share I of N of every sharded stage and exit (no "
+                              "launcher: a Slurm array, a Ray or Kubernetes job); a later run merges the shares."),
+    merge: bool = typer.Option(False, help="Merge the shares' saved shards and run the one-process stages; compute "
+                               "no shard here (exit 3 when a stage still misses shards)."),
     debug: bool = typer.Option(False, help="Show the full traceback of an error (for bug reports)."),
 ) -> None:
     """Audit a teacher against its students as CONFIG describes (run it again to resume; done stages load).
-    Classifiers by default; language models that reason in steps with `data: {task: reasoning}`."""
-    from kdlens.audit import as_config
+    Classifiers by default; language models that reason in steps with `data: {task: reasoning}`. Under torchrun or
+    accelerate launch, every rank takes its share of each sharded stage and rank 0 writes the results."""
+    from kdlens.audit import as_config, run_share
     from kdlens.audit import run as run_audit
+    from kdlens.distributed import RankFailed, World, leave
+    from kdlens.stages import SharesMissing
 
+    if shard is not None and merge:
+        raise ValueError("Expected --shard or --merge, but got both. A share maps its shards; the merge, run once the "
+                         "shares are done, reduces them.")
     parsed = as_config(config)
-    results = run_audit(parsed, progress=not quiet)
+    if shard is not None:
+        done = run_share(parsed, shard, progress=not quiet)
+        mapped = ", ".join(f"{stage} {n}" for stage, n in done["mapped"].items()) or "nothing (all saved already)"
+        console.print(f"{done['share']}: mapped {mapped} shards")
+        if done["waits_for"] is not None:
+            console.print(f"stage {done['waits_for']} needs every share: when all are done, run kdlens audit "
+                          f"{escape(str(config))} --merge (or without --merge to compute what is missing there)")
+        return
+    try:
+        world = World.from_environment()
+        results = run_audit(parsed, progress=not quiet, world=world, merge_only=merge)
+    except SharesMissing as missing:
+        console.print(f"[yellow]{escape(str(missing))}[/yellow]")
+        raise typer.Exit(3) from None
+    except RankFailed as failed:
+        console.print(f"[red]{escape(str(failed))}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        leave()
+    if world.rank != 0:
+        return
     _print_scorecard(results)
     if report:
         _report(Path(parsed.run_dir))

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +28,36 @@ def _temporary(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
-def remove_torn_writes(folder: str | os.PathLike) -> list[Path]:
+def remove_torn_writes(folder: str | os.PathLike, keep: str | None = None) -> list[Path]:
     """Delete the temporary files that atomic writes under ``folder`` left when their process was killed before
-    the rename (nothing else removes them); returns what was deleted."""
-    torn = sorted(Path(folder).rglob(".*.tmp")) if Path(folder).is_dir() else []
+    the rename (nothing else removes them), except under its subfolder ``keep`` (where other processes may be
+    writing now); returns what was deleted."""
+    folder = Path(folder)
+    torn = sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
+    if keep is not None:
+        torn = [path for path in torn if not path.is_relative_to(folder / keep)]
     for path in torn:
         path.unlink(missing_ok=True)
     return torn
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on file ``path`` (made if missing) for the block: processes that build the same thing
+    (a lab, from several ``--shard`` shares at once) take turns, and the later ones find it built. POSIX ``flock``;
+    where there is none (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

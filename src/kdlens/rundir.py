@@ -173,8 +173,23 @@ class StageDir:
         if self._say is not None:
             self._say(text)
 
-    def clear(self) -> None:
+    def clear(self, keep: str | None = None) -> None:
+        """Remove the stage's folder, or everything in it but its subfolder ``keep`` (e.g. ``parts/<hash>``)."""
+        if keep is None or not (self.path / keep).is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        kept = self.path.parent / f".{self.name}.kept"
+        shutil.rmtree(kept, ignore_errors=True)
+        (self.path / keep).replace(kept)
         shutil.rmtree(self.path, ignore_errors=True)
+        (self.path / keep).parent.mkdir(parents=True, exist_ok=True)
+        kept.replace(self.path / keep)
+
+
+def _transient(name: str) -> bool:
+    """A file another kdlens process is making in a run directory it is about to claim (a write check, the
+    manifest's temporary file), which must not make the folder look foreign."""
+    return name.startswith((".write-check-", f".{MANIFEST}.", ".ranks-"))
 
 
 def _finite(value: Any) -> Any:
@@ -237,10 +252,14 @@ class RunDir:
         existing = next(p for p in (self.path, *self.path.parents) if p.exists())
         problem = None if os.access(existing, os.W_OK) else "is not writable by this user"
         if problem is None and existing.is_dir():  # permissions do not tell all (read-only mounts, /proc, quotas)
-            made = [p for p in (self.path, *self.path.parents) if not p.exists()][::-1]
+            made = []  # the folders this check makes (another process may be making the same ones now)
             try:
-                for folder in made:
-                    folder.mkdir()
+                for folder in [p for p in (self.path, *self.path.parents) if not p.exists()][::-1]:
+                    try:
+                        folder.mkdir()
+                        made.append(folder)
+                    except FileExistsError:
+                        pass
                 probe = self.path / f".write-check-{os.getpid()}"
                 probe.write_bytes(b"")
                 probe.unlink()
@@ -248,8 +267,10 @@ class RunDir:
                 problem = f"cannot hold a new file ({error.strerror or error})"
             finally:
                 for folder in reversed(made):
-                    if folder.is_dir():
+                    try:
                         folder.rmdir()
+                    except OSError:  # another process put files there meanwhile: its folder now
+                        pass
         if problem is not None:
             raise LayoutError(f"Expected `run_dir` {self.path} to be writable, but {existing} {problem}. Choose a "
                               f"run_dir you can write to.")
@@ -258,7 +279,7 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise LayoutError(f"Expected `run_dir` to be a folder, but got {self.path}, which is a file. Choose "
                               f"another run_dir.")
-        found = sorted(p.name for p in self.path.iterdir())[:5] if self.path.is_dir() else []
+        found = sorted(p.name for p in self.path.iterdir() if not _transient(p.name))[:5] if self.path.is_dir() else []
         if found:
             raise LayoutError(f"Expected `run_dir` to be a new folder or a kdlens run directory, but got {self.path}, "
                               f"which holds files kdlens did not write ({', '.join(found)}) and no {MANIFEST}. "

@@ -1,11 +1,23 @@
-"""Verdicts, thresholds and map comparisons of the consistency probe, on hand-made maps."""
+"""Verdicts, thresholds and map comparisons of the consistency probe, on hand-made maps; its per-example part on
+some rows of a split, against the whole split."""
 
 import math
 
 import pytest
 import torch
 
-from kdlens.probes.consistency import VERDICTS, baseline_thresholds, compare_maps, verdict_rates, verdicts
+from kdlens.lab.cnn import SmallCNN
+from kdlens.probes.consistency import (
+    VERDICTS,
+    attribution_consistency,
+    baseline_thresholds,
+    choose_thresholds,
+    compare_maps,
+    example_consistency,
+    verdict_rates,
+    verdicts,
+)
+from kdlens.probes.robustness import uniform_noise
 
 RIGHT, SHORTCUT, WRONG = VERDICTS
 
@@ -69,3 +81,35 @@ def test_compare_maps_across_resolutions():
 def test_bad_inputs(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_example_consistency_on_some_rows_is_those_rows_of_the_whole_split():
+    def cnn(seed):
+        torch.manual_seed(seed)
+        return SmallCNN(3, (8, 8, 8)).eval()
+
+    models = {"teacher": cnn(0), "student": cnn(1), "teacher_reseeded": cnn(2)}
+    layers = dict.fromkeys(models, "block3")
+    g = torch.Generator().manual_seed(0)
+    x, y = 0.2 + 0.6 * torch.rand(14, 3, 16, 16, generator=g), torch.randint(0, 3, (14,), generator=g)
+    x[0, :, :4], x[1, :, :4] = 0.0, 1.0  # the split's range is (0, 1), that of rows 4-14 (0.2, 0.8)
+    masks = torch.rand(14, 16, 16, generator=g) > 0.5
+    whole = attribution_consistency(models, x, y, layers, masks, batch_size=4, seed=7)
+    assert whole.thresholds == choose_thresholds(whole.compared) and "evidence_threshold" in whole.thresholds
+    rows = slice(4, 14)  # starts on a batch boundary; its last batch is short
+    part = example_consistency(models, x[rows], y[rows], layers, masks[rows], batch_size=4,
+                               unit_noise=uniform_noise(x.shape, seed=7)[rows], bounds=(float(x.min()), float(x.max())))
+    assert part.thresholds == {}
+    assert torch.equal(part.targets, whole.targets[rows])
+    for name in models:
+        assert torch.equal(part.maps[name], whole.maps[name][rows]), name
+        torch.testing.assert_close(part.stability[name], whole.stability[name][rows], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(part.stability_adversarial[name], whole.stability_adversarial[name][rows], rtol=0,
+                                   atol=0, equal_nan=True)
+        assert int(whole.stability[name].isnan().sum()) < 2, name  # defined: the equalities say something
+    for key, values in whole.compared["student"].items():
+        torch.testing.assert_close(part.compared["student"][key], values[rows], rtol=0, atol=0, equal_nan=True)
+    assert choose_thresholds({"student": whole.compared["student"]}, thresholds={"agreement_threshold": 0.3}) \
+        == {"agreement_threshold": 0.3}
+    with pytest.raises(ValueError, match="Expected `unit_noise` to be the inputs' shape"):
+        example_consistency(models, x[rows], y[rows], layers, unit_noise=uniform_noise(x.shape))

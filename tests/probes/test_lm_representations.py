@@ -6,7 +6,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from kdlens import measures as M
-from kdlens.probes.lm_representations import layer_cka, word_states
+from kdlens.probes.lm_representations import cka_figures, layer_cka, layer_names, word_states
 from kdlens.subjects import SPECIAL_TOKEN_IDS, LanguageModel, build_word_tokenizer, word_spans
 
 TEXTS = ["a is 3 . b is a plus 4 , so b is 7 .", "the answer is 7 .", "mary went to the kitchen ."]
@@ -64,3 +64,32 @@ def test_models_with_different_tokenizers_compare():
 def test_bad_texts(texts, message):
     with pytest.raises(ValueError, match=message):
         word_states(word_lm(), texts)
+
+
+def test_words_pooled_in_runs_of_batches_and_joined_give_exactly_the_one_pass_figures():
+    teacher, student = word_lm(layers=2), char_lm()
+    texts = [*TEXTS, "the answer is 3 .", "mary is in the kitchen , so b is 4 .", "a is 7 ."]
+    one_pass = {name: word_states(lm, texts, 2) for name, lm in (("t", teacher), ("s", student))}
+    runs = [(0, 4), (4, 6)]  # as two shards would: each on a batch boundary, read in batches of 2
+    joined = {name: {layer: torch.cat([word_states(lm, texts[lo:hi], 2, start=lo)[layer] for lo, hi in runs])
+                     for layer in layer_names(lm, texts[0])} for name, lm in (("t", teacher), ("s", student))}
+    for name in one_pass:
+        assert list(joined[name]) == list(one_pass[name])
+        assert all(torch.equal(joined[name][k], v) for k, v in one_pass[name].items())  # bit for bit
+    figures = cka_figures(joined["t"], joined["s"])
+    assert figures == layer_cka(teacher, student, texts, batch_size=2)
+    assert torch.equal(torch.tensor(figures["cka"], dtype=torch.float64), M.cka_matrix(one_pass["t"], one_pass["s"]))
+    assert figures["n_words"] == sum(len(word_spans(t)) for t in texts)
+    assert figures["teacher_layers"] == ["embed", "layers.0", "layers.1"]
+
+
+def test_a_wordless_text_is_named_by_its_index_among_all_texts():
+    with pytest.raises(ValueError, match=r"texts\[6\]"):
+        word_states(word_lm(), ["a is 3 .", "  "], start=5)
+
+
+@pytest.mark.parametrize("texts, batch_size, message", [
+    (["a"], 16, "at least 2 words in all, but got 1"), ([], 16, "at least one text"), (TEXTS, 0, "batch_size")])
+def test_bad_layer_cka_input(texts, batch_size, message):
+    with pytest.raises(ValueError, match=message):
+        layer_cka(word_lm(), char_lm(), texts, batch_size=batch_size)

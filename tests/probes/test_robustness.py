@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, fgsm, pgd
+from kdlens.probes.robustness import (
+    adversarial_agreement,
+    counterfactual_flips,
+    fgsm,
+    pgd,
+    robustness_curve,
+    uniform_noise,
+)
 from kdlens.tasks.shapes import CUE_COLOURS, ShapesConfig, make_split, other_cues, with_cues
 
 
@@ -152,3 +159,49 @@ def test_inputs_outside_the_bounds_are_refused_not_clipped():
     adv = pgd(model, normalised, y, epsilon=0.03, steps=5, bounds=(-1, 1))
     assert float((adv - normalised).abs().max()) <= 0.03 + 1e-12 and float(adv.min()) >= -1
     assert float(adv.min()) < 0  # nothing was clipped to 0
+
+
+def test_pgd_on_some_rows_with_their_start_attacks_them_as_the_whole_split_does():
+    model, (x, y) = Linear(), data(n=50)
+    whole = pgd(model, x, y, epsilon=0.05, steps=4, seed=3, batch_size=8)
+    start = uniform_noise(x.shape, seed=3)  # the default start is this draw for the inputs given
+    assert torch.equal(pgd(model, x, y, epsilon=0.05, steps=4, batch_size=8, start=start), whole)
+    rows = slice(16, 41)  # two whole batches and a short one
+    assert torch.equal(pgd(model, x[rows], y[rows], epsilon=0.05, steps=4, batch_size=8, start=start[rows]),
+                       whole[rows])
+    assert not torch.equal(pgd(model, x[rows], y[rows], epsilon=0.05, steps=4, seed=3, batch_size=8), whole[rows])
+
+
+def test_uniform_noise_is_a_prefix_stable_seeded_draw():
+    noise = uniform_noise((6, 2, 3), seed=1)
+    assert noise.dtype == torch.float32 and float(noise.min()) >= -1 and float(noise.max()) < 1
+    assert torch.equal(noise, uniform_noise((6, 2, 3), seed=1)) and not torch.equal(noise, uniform_noise((6, 2, 3)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"start": torch.zeros(5, 12)}, r"Expected `start` to be one start per input, the inputs' shape \(48, 12\)"),
+    ({"start": torch.full((48, 12), 2.0)}, r"Expected `start` to be values in \[-1, 1\]"),
+    ({"start": torch.zeros(48, 12), "random_start": False}, "Expected `start` to be None when random_start"),
+    ({"start": torch.zeros(48, 12, dtype=torch.long)}, "Expected `start` to be a floating-point tensor"),
+])
+def test_a_bad_start_is_refused(kwargs, message):
+    model, (x, y) = Linear(), data()
+    with pytest.raises((ValueError, TypeError), match=message):
+        pgd(model, x, y, epsilon=0.05, steps=2, **kwargs)
+
+
+def test_the_curve_per_example_averages_to_the_curve_and_shards_by_rows():
+    teacher, student, (x, y) = Linear(seed=0), Linear(seed=1), data(n=40)
+    args = (teacher, {"s": student}, x, y, [0.05, 0.2])
+    mean = robustness_curve(*args, steps=3, batch_size=8)
+    per = robustness_curve(*args, steps=3, batch_size=8, reduction="none")
+    for kind in ("accuracy", "agreement"):
+        for name, values in per[kind].items():
+            assert [tuple(v.shape) for v in values] == [(40,), (40,)]
+            assert [float(v.double().mean()) for v in values] == mean[kind][name]
+    start, rows = uniform_noise(x.shape), slice(8, 40)
+    part = robustness_curve(teacher, {"s": student}, x[rows], y[rows], [0.05, 0.2], steps=3, batch_size=8,
+                            start=start[rows], reduction="none")
+    assert all(torch.equal(a, b[rows]) for a, b in zip(part["agreement"]["s"], per["agreement"]["s"], strict=True))
+    with pytest.raises(ValueError, match="reduction"):
+        robustness_curve(*args, reduction="sum")

@@ -1,7 +1,9 @@
 """Run an audit that kills itself with SIGKILL at one point of one stage, as a crash or the OOM killer would:
 no ``finally`` block, no atexit handler, no flush runs.
 
-    python -m tests.reliability.killed CONFIG.yaml STAGE WHEN
+    python -m tests.reliability.killed CONFIG.yaml STAGE WHEN [SHARE]
+
+(SHARE, e.g. 1/3: the process is that ``--shard`` share of the audit.)
 
 WHEN is one of
   start     as the stage begins, before any of its work
@@ -30,34 +32,37 @@ def die() -> None:
 def arm(stage: str, when: str) -> None:
     """Patch the stage machinery so that this process dies at ``when`` in ``stage``."""
     from kdlens.rundir import StageDir
-    from kdlens.stages import Stage
+    from kdlens.stages import Parts, StageRunner
 
-    if when in ("start", "shard"):
-        run = Stage.run
+    if when == "start":
+        begin = StageRunner._begin
 
-        def run_and_die(self, stage_dir):
-            if self.name == stage and when == "start":
+        def begin_and_die(self, stage_, stage_dir, digest):
+            cached = begin(self, stage_, stage_dir, digest)
+            if stage_.name == stage:
                 die()
-            if self.name == stage:
-                assert self.map is not None and len(self.shards) > 1, f"{stage} has no second shard"
-                mapped, calls = self.map, []
+            return cached
 
-                def map_and_die(shard, folder):
-                    calls.append(shard)
-                    if len(calls) == 2:
-                        die()
-                    return mapped(shard, folder)
+        StageRunner._begin = begin_and_die
+    elif when == "shard":
+        compute, calls = Parts.compute, []
 
-                self.map = map_and_die
-            return run(self, stage_dir)
+        def compute_and_die(self, shard):
+            if self.stage.name == stage:
+                assert len(self.stage.shards) > 1, f"{stage} has no second shard"
+                calls.append(shard)
+                if len(calls) == 2:
+                    die()
+            return compute(self, shard)
 
-        Stage.run = run_and_die
+        Parts.compute = compute_and_die
     elif when in ("part", "writing"):
         replace = os.replace
 
         def replace_and_die(source, target):
             folder = Path(target).parent
-            if (folder.name, folder.parent.name) == (("parts", stage) if when == "part" else (stage, "stages")):
+            if ((folder.parent.name, folder.parent.parent.name) == ("parts", stage) if when == "part"
+                    else (folder.name, folder.parent.name) == (stage, "stages")):
                 die()
             return replace(source, target)
 
@@ -74,12 +79,15 @@ def arm(stage: str, when: str) -> None:
         StageDir.write = write_and_die
 
 
-def main(config: str, stage: str, when: str) -> int:
+def main(config: str, stage: str, when: str, share: str | None = None) -> int:
     assert when in WHEN, when
     arm(stage, when)
     from kdlens import audit
 
-    audit.run(config, progress=False)
+    if share is None:
+        audit.run(config, progress=False)
+    else:
+        audit.run_share(config, share, progress=False)
     return 3
 
 

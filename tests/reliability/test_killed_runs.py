@@ -63,7 +63,8 @@ def test_a_run_killed_anywhere_resumes_to_identical_results(finished, killed, ca
     before = order[: order.index(stage)]
     assert all(stages[name]["done"] for name in before) and not stages[stage]["done"]
     if when == "shard":
-        assert {f"{stage}/parts/00000.{ext}" for ext in ("json", "safetensors")} & files  # the first shard kept
+        assert any(name.startswith(f"{stage}/parts/") and name.endswith((".json", ".safetensors"))
+                   for name in files)  # the first shard kept
     if when in ("part", "writing"):
         assert any(name.startswith(f"{stage}/") and name.endswith(".tmp") for name in files)  # a torn write
     audit.run(config, progress=False)

@@ -6,8 +6,8 @@
 
 from kdlens.audit.classifier.config import AuditConfig
 from kdlens.audit.lm.config import LMAuditConfig
-from kdlens.audit.run import as_config, run
+from kdlens.audit.run import as_config, run, run_share
 from kdlens.audit.scorecard import scorecard
 from kdlens.audit.selection import SelectionRule
 
-__all__ = ["AuditConfig", "LMAuditConfig", "SelectionRule", "as_config", "run", "scorecard"]
+__all__ = ["AuditConfig", "LMAuditConfig", "SelectionRule", "as_config", "run", "run_share", "scorecard"]

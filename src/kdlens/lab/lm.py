@@ -208,8 +208,8 @@ def build(root: str | Path = "runs/lab", config: LMLabConfig | None = None, prog
         inputs = {"student": name, "kd": KD_STUDENTS[name].model_dump() if name in KD_STUDENTS else None}
         stages.append(Stage(f"student-{name}", inputs, compute=functools.partial(distill, name)))
         model_dirs[name] = run.model_dir(f"student-{name}")
-    with StageRunner(run, progress=False) as runner:
-        metrics = {stage.name.removeprefix("student-"): runner.run(stage) for stage in stages}
+    with io.exclusive(run.path.with_name(f".{run.path.name}.lock")), StageRunner(run, progress=False) as runner:
+        metrics = {stage.name.removeprefix("student-"): runner.run(stage) for stage in stages}  # one builder at a time
     return LMLab(run.path, config, model_dirs, metrics)
 
 

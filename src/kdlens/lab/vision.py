@@ -205,8 +205,8 @@ def build(root: str | Path = "runs/lab", config: VisionLabConfig | None = None, 
         inputs = {"strategy": strategies[name], "model": student_kwargs}
         stages.append(Stage(f"student-{name}", inputs, compute=functools.partial(train_student, name)))
     metrics = {}
-    with StageRunner(run, progress=False) as runner:
-        for stage in stages:
+    with io.exclusive(run.path.with_name(f".{run.path.name}.lock")), StageRunner(run, progress=False) as runner:
+        for stage in stages:  # one builder at a time: the others wait, then load
             key = stage.name.removeprefix("student-").replace("teacher-reseeded", "teacher_reseeded")
             metrics[key] = runner.run(stage)
     student_dirs = {name: run.model_dir(f"student-{name}") for name in config.students}

@@ -27,4 +27,5 @@ def merge_states(metric: Metric, states: Iterable[dict[str, torch.Tensor]], pref
         metric.merge_state({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
         merged += 1
     metric._update_count += merged  # merged states count as updates (torchmetrics warns on compute otherwise)
+    metric.sync_on_compute = metric._to_sync = False  # torchmetrics reads both
     return metric

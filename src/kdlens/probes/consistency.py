@@ -178,10 +178,42 @@ def attribution_consistency(models: dict, inputs: torch.Tensor, labels: torch.Te
     noise : half-width of the uniform input noise of the stability test, in input units
     attack_epsilon : L-inf budget of the FGSM step pushing each model away from the target class; inputs stay
         within the data's range
+    batch_size : examples per pass (forward, Grad-CAM and the FGSM step)
     thresholds : used when there is no ``teacher_reseeded`` model to derive them from
+
+    This is :func:`example_consistency` (every value per example) followed by :func:`choose_thresholds` (over all
+    examples); a sharded stage runs the first on each shard and the second on the concatenated values.
+    """
+    found = example_consistency(models, inputs, labels, layers, masks, top_k=top_k, noise=noise,
+                                attack_epsilon=attack_epsilon, seed=seed, batch_size=batch_size, teacher=teacher)
+    found.thresholds = choose_thresholds(found.compared, quantile, thresholds)
+    return found
+
+
+def example_consistency(models: dict, inputs: torch.Tensor, labels: torch.Tensor, layers: dict[str, str],
+                        masks: torch.Tensor | None = None, top_k: float = 0.2, noise: float = 8 / 255,
+                        attack_epsilon: float = 4 / 255, seed: int = 0, batch_size: int = 256,
+                        teacher: str = "teacher", unit_noise: torch.Tensor | None = None,
+                        bounds: tuple[float, float] | None = None) -> Consistency:
+    """The per-example part of :func:`attribution_consistency` (its result's ``thresholds`` are empty).
+
+    Every value of example i depends only on example i and on what it is batched with, batches of ``batch_size``
+    from the first input: run on rows ``[a, b)`` of a split (``a`` a multiple of ``batch_size``) with that split's
+    ``unit_noise[a:b]`` and ``bounds``, it gives rows ``[a, b)`` of the whole split's result.
+
+    Parameters
+    ----------
+    models, inputs, labels, layers, masks, top_k, noise, attack_epsilon, batch_size, teacher : as in
+        :func:`attribution_consistency`
+    seed : draws the stability noise when ``unit_noise`` is None
+    unit_noise : (n, C, H, W) float in [-1, 1], optional: the stability test's noise in units of ``noise`` (rows of
+        :func:`kdlens.probes.robustness.uniform_noise` drawn for the whole split); None draws it for these inputs
+        from ``seed``
+    bounds : (low, high), the range the FGSM step clips to; None: these inputs' own min and max (pass the whole
+        split's when these are some of its rows)
     """
     from kdlens.probes.attribution import GradCAM, resolve_targets
-    from kdlens.probes.robustness import fgsm
+    from kdlens.probes.robustness import fgsm, uniform_noise
     from kdlens.subjects import Classifier
 
     def attribute(name: str, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -189,20 +221,35 @@ def attribution_consistency(models: dict, inputs: torch.Tensor, labels: torch.Te
         return torch.cat([method.attribute(xb, tb).detach().cpu()
                           for xb, tb in zip(x.split(batch_size), targets.split(batch_size), strict=True)])
 
-    logits = {name: Classifier(model, name).logits(inputs) for name, model in models.items()}
+    if unit_noise is None:
+        unit_noise = uniform_noise(inputs.shape, seed)
+    elif tuple(unit_noise.shape) != tuple(inputs.shape):
+        C.fail("unit_noise", f"the inputs' shape {tuple(inputs.shape)}", f"shape {tuple(unit_noise.shape)}",
+               "Slice the rows of the whole split's uniform_noise(...) that the inputs are.")
+    logits = {name: Classifier(model, name).logits(inputs, batch_size) for name, model in models.items()}
     targets = resolve_targets("teacher", teacher_logits=logits[teacher])
     maps = {name: attribute(name, inputs, targets) for name in models}
-    g = torch.Generator().manual_seed(seed)
-    noisy = inputs + noise * (2 * torch.rand(inputs.shape, generator=g) - 1)
+    noisy = inputs + (noise * unit_noise).to(inputs.device)
     stability = {name: M.map_spearman(maps[name], attribute(name, noisy, targets), reduction="none")
                  for name in models}
-    bounds = (float(inputs.min()), float(inputs.max()))
+    bounds = (float(inputs.min()), float(inputs.max())) if bounds is None else bounds
     adversarial = {name: M.map_spearman(maps[name], attribute(
-        name, fgsm(model, inputs, targets, attack_epsilon, bounds=bounds), targets), reduction="none")
-        for name, model in models.items()}
+        name, fgsm(model, inputs, targets, attack_epsilon, bounds=bounds, batch_size=batch_size), targets),
+        reduction="none") for name, model in models.items()}
     compared = {name: compare_maps(maps[teacher], maps[name], masks, top_k) for name in models if name != teacher}
-    teacher_evidence = compared[next(iter(compared))].get("teacher_evidence")  # the same teacher maps in every one
-    chosen = (baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)
-              if "teacher_reseeded" in compared else dict(thresholds or {}))
     correct = {name: z.argmax(-1) == labels for name, z in logits.items()}
-    return Consistency(targets, correct, maps, stability, adversarial, compared, chosen)
+    return Consistency(targets, correct, maps, stability, adversarial, compared)
+
+
+def choose_thresholds(compared: dict[str, dict[str, torch.Tensor]], quantile: float = 0.1,
+                      thresholds: dict[str, float] | None = None) -> dict[str, float]:
+    """The verdict thresholds: from the ``teacher_reseeded`` baseline's agreement and the teacher's evidence share
+    over all examples (:func:`baseline_thresholds`) when ``compared`` has that baseline, else ``thresholds`` (none:
+    an empty dict, no verdicts).
+
+    compared : model -> :func:`compare_maps` values over all examples (:attr:`Consistency.compared`)
+    """
+    if "teacher_reseeded" not in compared:
+        return dict(thresholds or {})
+    teacher_evidence = compared[next(iter(compared))].get("teacher_evidence")  # the same teacher maps in every one
+    return baseline_thresholds(compared["teacher_reseeded"]["spearman"], teacher_evidence, quantile)

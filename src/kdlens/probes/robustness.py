@@ -11,6 +11,10 @@ Two kinds of move:
 
 Attacks run in eval mode with gradients taken only with respect to the inputs; the model's parameters get no
 ``.grad``. Inputs are images in ``[low, high]`` (``[0, 1]`` for the lab) and stay there.
+
+Every function works batch by batch (``batch_size`` examples per pass) and per example: run on rows ``[a, b)`` of a
+split with the rows ``[a, b)`` of the split's PGD start (:func:`uniform_noise`, the ``start`` arguments) and
+``a`` on a batch boundary, each example's values are those of the whole split's run, so a stage can shard them.
 """
 
 from __future__ import annotations
@@ -74,6 +78,19 @@ def _input_gradient(subject: Classifier, x: torch.Tensor, y: torch.Tensor) -> to
     return grad
 
 
+def uniform_noise(shape: tuple[int, ...] | torch.Size, seed: int = 0) -> torch.Tensor:
+    """Uniform noise in ``[-1, 1)``, float32 on the CPU, from ``torch.Generator().manual_seed(seed)``.
+
+    Draw it once for a whole split and slice rows ``[a:b]`` for the examples ``[a, b)``: an example's draw then
+    does not depend on which examples are processed with it. :func:`pgd`'s random start is ``epsilon`` times it.
+
+    >>> noise = uniform_noise((4, 3), seed=0)
+    >>> tuple(noise.shape), bool(noise.abs().max() <= 1), torch.equal(noise, uniform_noise((4, 3), seed=0))
+    ((4, 3), True, True)
+    """
+    return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
 def fgsm(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float,
          bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 512) -> torch.Tensor:
     """Fast gradient sign method: ``x + epsilon * sign(grad_x CE(model(x), y))``, clipped to ``bounds``.
@@ -103,7 +120,8 @@ def fgsm(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tens
 
 def pgd(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float,
         steps: int = 10, step_size: float | None = None, random_start: bool = True, seed: int = 0,
-        bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 512) -> torch.Tensor:
+        bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 512,
+        start: torch.Tensor | None = None) -> torch.Tensor:
     """Projected gradient descent on the cross-entropy, L-inf ball (Madry et al. 2018).
 
     From a uniform random start in the ball (seeded), ``steps`` signed-gradient steps of ``step_size`` (default
@@ -115,7 +133,10 @@ def pgd(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tenso
     steps : int >= 1
     step_size : float > 0, or None for ``2.5 * epsilon / steps``
     random_start : start from a uniform point of the ball rather than from x
-    seed : seeds the random start, so the attack is reproducible
+    seed : seeds the random start (``epsilon * uniform_noise(inputs.shape, seed)``), so the attack is reproducible
+    start : (n, ...) float in [-1, 1], optional: the random start in units of ``epsilon``, used instead of the draw
+        from ``seed``; pass rows ``[a:b]`` of :func:`uniform_noise` for the whole split when attacking its rows
+        ``[a, b)``, so each example starts where it would in the whole split's attack
 
     Returns
     -------
@@ -125,20 +146,34 @@ def pgd(model: nn.Module | Classifier, inputs: torch.Tensor, labels: torch.Tenso
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         C.fail("steps", "a positive integer", repr(steps), "10 steps is the usual PGD budget for evaluation.")
     step_size = 2.5 * epsilon / steps if step_size is None else C.check_positive(step_size, "step_size")
-    generator = torch.Generator().manual_seed(seed)
+    unit = _check_start(start, x, random_start) if start is not None else uniform_noise(x.shape, seed) \
+        if random_start else torch.zeros(x.shape)
     out = []
     with evaluating(subject.model):
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-            start = (torch.rand(xb.shape, generator=generator) * 2 - 1) * epsilon if random_start \
-                else torch.zeros(xb.shape)
+        for xb, yb, ub in zip(x.split(batch_size), y.split(batch_size), unit.split(batch_size), strict=True):
             xb, yb = xb.to(subject.device), yb.to(subject.device)
-            adv = (xb + start.to(xb.device, xb.dtype)).clamp(*bounds)
+            adv = (xb + (ub * epsilon).to(xb.device, xb.dtype)).clamp(*bounds)
             for _ in range(steps):
                 grad = _input_gradient(subject, adv, yb)
                 adv = adv + step_size * grad.sign()
                 adv = torch.minimum(torch.maximum(adv, xb - epsilon), xb + epsilon).clamp(*bounds)
             out.append(adv.detach().cpu())
     return torch.cat(out)
+
+
+def _check_start(start, x: torch.Tensor, random_start: bool) -> torch.Tensor:
+    if not random_start:
+        C.fail("start", "None when random_start is False (no random start is taken)", "a tensor",
+               "Drop `start`, or set random_start=True.")
+    unit = C.as_float(start, "start").cpu()
+    if unit.shape != x.shape:
+        C.fail("start", f"one start per input, the inputs' shape {tuple(x.shape)}", f"shape {tuple(unit.shape)}",
+               "Slice the rows of the whole split's uniform_noise(...) that the inputs are.")
+    C.check_finite(unit, "start")
+    if float(unit.abs().max()) > 1:
+        C.fail("start", "values in [-1, 1] (units of epsilon)", f"a largest |value| of {float(unit.abs().max()):g}",
+               "Pass uniform_noise(shape, seed), not the start already scaled by epsilon.")
+    return unit
 
 
 def predictions(model: nn.Module | Classifier, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -149,11 +184,13 @@ def predictions(model: nn.Module | Classifier, inputs: torch.Tensor, batch_size:
 
 def adversarial_agreement(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                           epsilon: float, attack: str = "pgd", teacher_attack: torch.Tensor | None = None,
-                          **attack_kwargs) -> dict[str, torch.Tensor]:
+                          batch_size: int = 512, **attack_kwargs) -> dict[str, torch.Tensor]:
     """Attack each model in turn and record, per example, what both answer on the perturbed input.
 
     ``teacher_attack`` (n, ...) reuses inputs already crafted against the teacher with the same settings (one
-    attack on the teacher serves every student).
+    attack on the teacher serves every student). ``batch_size`` is the examples per pass of the attacks and the
+    predictions; ``attack_kwargs`` go to :func:`pgd` or :func:`fgsm` (e.g. ``steps``, ``seed``, ``start``,
+    ``bounds``).
 
     Returns
     -------
@@ -164,18 +201,19 @@ def adversarial_agreement(teacher: nn.Module, student: nn.Module, inputs: torch.
     C.check_choice(attack, "attack", ("fgsm", "pgd"))
     craft = fgsm if attack == "fgsm" else pgd
     x, y = C.as_float(inputs, "inputs"), C.as_labels(labels, "labels")
-    on_student = craft(student, x, y, epsilon, **attack_kwargs)
-    on_teacher = craft(teacher, x, y, epsilon, **attack_kwargs) if teacher_attack is None else teacher_attack
-    t_s, s_s = predictions(teacher, on_student), predictions(student, on_student)
-    t_t, s_t = predictions(teacher, on_teacher), predictions(student, on_teacher)
-    t_clean, s_clean = predictions(teacher, x), predictions(student, x)
+    on_student = craft(student, x, y, epsilon, batch_size=batch_size, **attack_kwargs)
+    on_teacher = craft(teacher, x, y, epsilon, batch_size=batch_size, **attack_kwargs) if teacher_attack is None \
+        else teacher_attack
+    t_s, s_s = predictions(teacher, on_student, batch_size), predictions(student, on_student, batch_size)
+    t_t, s_t = predictions(teacher, on_teacher, batch_size), predictions(student, on_teacher, batch_size)
+    t_clean, s_clean = predictions(teacher, x, batch_size), predictions(student, x, batch_size)
     return {"student_correct": (s_s == y).float(), "teacher_correct": (t_t == y).float(),
             "agree_on_student_attack": (t_s == s_s).float(), "agree_on_teacher_attack": (t_t == s_t).float(),
             "clean_agree": (t_clean == s_clean).float()}
 
 
 def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, counterfactuals: torch.Tensor,
-                         edited_to: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                         edited_to: torch.Tensor | None = None, batch_size: int = 512) -> dict[str, torch.Tensor]:
     """Compare each model's answer on an input and on the same input with only the spurious cue edited.
 
     Parameters
@@ -184,6 +222,7 @@ def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.T
     inputs : (n, ...) originals
     counterfactuals : (n, ...) the same examples with the cue changed (nothing else)
     edited_to : (n,) int, optional: the class the edited cue names
+    batch_size : examples per forward pass
 
     Returns
     -------
@@ -194,8 +233,8 @@ def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.T
     """
     x, x_cf = C.as_float(inputs, "inputs"), C.as_float(counterfactuals, "counterfactuals")
     C.check_same_shape(x, x_cf, "inputs", "counterfactuals")
-    t0, t1 = predictions(teacher, x), predictions(teacher, x_cf)
-    s0, s1 = predictions(student, x), predictions(student, x_cf)
+    t0, t1 = predictions(teacher, x, batch_size), predictions(teacher, x_cf, batch_size)
+    s0, s1 = predictions(student, x, batch_size), predictions(student, x_cf, batch_size)
     out = {"student_flips": (s0 != s1).float(), "teacher_flips": (t0 != t1).float(),
            "student_only_flips": ((s0 != s1) & (t0 == t1)).float()}
     if edited_to is not None:
@@ -208,25 +247,36 @@ def counterfactual_flips(teacher: nn.Module, student: nn.Module, inputs: torch.T
 
 def robustness_curve(teacher: nn.Module, students: dict[str, nn.Module], inputs: torch.Tensor, labels: torch.Tensor,
                      epsilons: list[float], steps: int = 10, seed: int = 0, headline_epsilon: float | None = None,
-                     headline: dict[str, tuple[float, float]] | None = None,
-                     teacher_attack: torch.Tensor | None = None, bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+                     headline: dict[str, tuple] | None = None, teacher_attack: torch.Tensor | None = None,
+                     bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 512,
+                     start: torch.Tensor | None = None, reduction: str = "mean") -> dict:
     """Accuracy under PGD vs L-inf budget for every model, and each student's agreement with the teacher on inputs
     attacked against the student.
 
-    ``headline`` (student -> (accuracy, agreement)) and ``teacher_attack`` (the teacher's PGD inputs) at
-    ``headline_epsilon`` are reused there, not recomputed.
-    ``bounds`` is the inputs' valid range, as in :func:`pgd`.
+    ``headline`` (student -> (accuracy, agreement), in the form this returns) and ``teacher_attack`` (the teacher's
+    PGD inputs) at ``headline_epsilon`` are reused there, not recomputed.
+    ``bounds``, ``batch_size`` and ``start`` (the random start in units of the budget) are as in :func:`pgd`.
+    ``reduction="none"`` gives each budget's per-example (n,) float 0/1 tensors instead of their means (a stage's
+    shards; the mean of the concatenated values is the ``"mean"`` value).
 
     Returns
     -------
     dict: ``epsilons``, ``accuracy`` (model -> one value per budget, the teacher's under ``"teacher"``) and
     ``agreement`` (student -> one value per budget).
     """
+    C.check_choice(reduction, "reduction", ("mean", "none"))
+
+    def summary(hits: torch.Tensor) -> float | torch.Tensor:  # (n,) bool -> its mean, or (n,) float 0/1
+        return hits.float() if reduction == "none" else float(hits.double().mean())
+
+    def attack(model: nn.Module, e: float) -> torch.Tensor:
+        return pgd(model, inputs, labels, e, steps=steps, seed=seed, bounds=bounds, batch_size=batch_size,
+                   start=start)
+
     curve: dict = {"epsilons": epsilons, "accuracy": {}, "agreement": {}}
     attacked = {headline_epsilon: teacher_attack} if teacher_attack is not None else {}
-    curve["accuracy"]["teacher"] = [float((predictions(teacher, attacked[e] if e in attacked else pgd(
-        teacher, inputs, labels, e, steps=steps, seed=seed, bounds=bounds)) == labels).double().mean())
-        for e in epsilons]
+    curve["accuracy"]["teacher"] = [summary(predictions(teacher, attacked[e] if e in attacked else attack(
+        teacher, e), batch_size) == labels) for e in epsilons]
     for name, student in students.items():
         accuracy, agreement = [], []
         for e in epsilons:
@@ -234,9 +284,9 @@ def robustness_curve(teacher: nn.Module, students: dict[str, nn.Module], inputs:
                 accuracy.append(headline[name][0])
                 agreement.append(headline[name][1])
                 continue
-            adv = pgd(student, inputs, labels, e, steps=steps, seed=seed, bounds=bounds)
-            own = predictions(student, adv)
-            accuracy.append(float((own == labels).double().mean()))
-            agreement.append(float((own == predictions(teacher, adv)).double().mean()))
+            adv = attack(student, e)
+            own = predictions(student, adv, batch_size)
+            accuracy.append(summary(own == labels))
+            agreement.append(summary(own == predictions(teacher, adv, batch_size)))
         curve["accuracy"][name], curve["agreement"][name] = accuracy, agreement
     return curve

@@ -31,3 +31,19 @@ def check_device(device: str, name: str = "device") -> str:
         fail(name, f"one of the devices this machine has ({', '.join(visible)})", repr(device),
              "Set device: cpu, or run where that accelerator is visible (kdlens env lists what torch sees).")
     return device
+
+
+def resolve_device(device: str, local_rank: int = 0, ranks: int = 1) -> str:
+    """The device this process runs its models on, checked (:func:`check_device`): ``auto`` is this rank's GPU
+    (``cuda:<local_rank>``) when torch sees one, else the CPU; a bare ``cuda`` in a job of several ranks is this
+    rank's GPU; anything else is itself.
+
+    >>> resolve_device("cpu"), resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    ('cpu', True)
+    """
+    if device == "auto":
+        count = torch.cuda.device_count()
+        device = f"cuda:{local_rank % count}" if count else "cpu"
+    elif device == "cuda" and ranks > 1:
+        device = f"cuda:{local_rank}"
+    return check_device(device)

@@ -63,7 +63,7 @@ def test_attribution_stage_writes_figures_tables_and_maps(setup, tmp_path):
 def test_stages_are_cached_and_recomputed_when_inputs_change(setup, tmp_path, monkeypatch):
     lab, data, students, baselines, layers = setup
     first = attribution_stage(tmp_path, lab.teacher(), students, data, layers, baselines)
-    monkeypatch.setattr(attribution_stages, "attribution_consistency",
+    monkeypatch.setattr(attribution_stages, "example_consistency",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert attribution_stage(tmp_path, lab.teacher(), students, data, layers, baselines) == first
     with pytest.raises(AssertionError, match="recomputed"):

@@ -6,18 +6,28 @@ plots, and the thresholds used), ``rows.jsonl`` (one row per (model, example) wi
 ``arrays.safetensors`` (``maps.<model>``: the maps of the first ``keep_maps`` examples, all by default, for the
 report's galleries and the review page).
 
-Not sharded: the FGSM step of the stability test runs on the whole split at once (its float32 gradients, and so
-the maps it compares, depend on the batch), and the verdict thresholds are a quantile over all examples.
+Sharded: ``map`` runs :func:`kdlens.probes.consistency.example_consistency` on runs of whole batches (maps,
+comparisons, stability, correctness: per-example tensors), ``reduce`` joins them and does what needs every example:
+the verdict thresholds (a quantile of the baselines), the verdicts, the bootstrap intervals and ``keep_maps``. Each
+example's values are the same however the examples are sharded: a shard starts on a batch boundary and runs the
+same batches of ``batch_size`` (the FGSM step included, so its float32 gradients see the same batch), its noise is
+its rows of one draw for the whole split from ``seed``, and the FGSM step clips to the whole split's range.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
+from functools import cache
+
+import torch
 from torch import nn
 
-from kdlens.audit.common import TEACHER, data_digest, digests, mean_ci
-from kdlens.probes.consistency import attribution_consistency, verdict_rates, verdicts
+from kdlens.audit.classifier.outputs import check_split, shards
+from kdlens.audit.common import TEACHER, concat, data_digest, digests, mean_ci, pack, unpack
+from kdlens.probes.consistency import Consistency, choose_thresholds, example_consistency, verdict_rates, verdicts
+from kdlens.probes.robustness import uniform_noise
 from kdlens.rundir import StageOutput
-from kdlens.stages import Stage
+from kdlens.stages import Shard, Stage
 from kdlens.tasks.files import EvalSplit
 
 RIGHT_FOR_WRONG_REASONS = "right_for_wrong_reasons"  # one of probes.consistency.VERDICTS
@@ -44,12 +54,16 @@ def attribution_stage(teacher: nn.Module, students: dict[str, nn.Module], data: 
     thresholds : ``{"agreement_threshold": ..., "evidence_threshold": ...}`` to use when there is no
         ``teacher_reseeded`` baseline to derive them from (without either, no verdicts)
     keep_maps : how many examples' maps to save (None: all; an 8 x 8 map is 256 bytes per model and example)
+    seed : draws the stability test's noise (one draw for the whole split)
+    batch_size : examples per pass; shards are runs of whole batches, so sharding never changes a batch (the FGSM
+        step's float32 gradients, and so the maps it gives, do depend on the batch)
 
     Returns
     -------
     Stage ``attribution``; its summary (per model: mean Spearman and, with verdicts, the share right for the wrong
     reasons).
     """
+    check_split(data, "data")
     baselines = baselines or {}
     models = {TEACHER: teacher, **students, **baselines}
     missing = sorted(set(models) - set(layers))
@@ -58,13 +72,24 @@ def attribution_stage(teacher: nn.Module, students: dict[str, nn.Module], data: 
                          f"Give layers={{'teacher': ..., {', '.join(repr(m) + ': ...' for m in missing)}}}.")
     inputs = {"stage": "attribution", "models": digests(models), "data": data_digest(data), "layers": layers,
               "top_k": top_k, "quantile": quantile, "method": "gradcam", "target": "teacher", "noise": noise,
-              "attack_epsilon": attack_epsilon, "thresholds": thresholds}
+              "attack_epsilon": attack_epsilon, "thresholds": thresholds, "seed": seed, "batch_size": batch_size}
+    bounds = (float(data.inputs.min()), float(data.inputs.max()))  # the FGSM step's clip range: the whole split's
 
-    def compute(_) -> StageOutput:
-        found = attribution_consistency(models, data.inputs, data.labels, layers, data.masks, top_k=top_k,
-                                        quantile=quantile, noise=noise, attack_epsilon=attack_epsilon, seed=seed,
-                                        batch_size=batch_size, thresholds=thresholds)
-        chosen, teacher_correct = found.thresholds, found.correct[TEACHER]
+    @cache
+    def unit_noise() -> torch.Tensor:  # (n, C, H, W) in [-1, 1): the whole split's draw, made once per process
+        return uniform_noise(data.inputs.shape, seed)
+
+    def map_shard(shard: Shard, _) -> dict:
+        rows = slice(shard.start, shard.stop)
+        found = example_consistency(models, data.inputs[rows], data.labels[rows], layers,
+                                    None if data.masks is None else data.masks[rows], top_k=top_k, noise=noise,
+                                    attack_epsilon=attack_epsilon, batch_size=batch_size,
+                                    unit_noise=unit_noise()[rows], bounds=bounds)
+        return pack({f.name: getattr(found, f.name) for f in fields(found) if f.name != "thresholds"})
+
+    def reduce(states: list[dict], _) -> StageOutput:
+        found = Consistency(**unpack(concat(states)))  # every example's values, in order
+        chosen, teacher_correct = choose_thresholds(found.compared, quantile, thresholds), found.correct[TEACHER]
         figures: dict = {"thresholds": chosen, "target": "teacher", "method": "gradcam", "layers": layers,
                          "top_k": top_k, "n": len(data.labels), "models": {}}
         rows = []
@@ -111,4 +136,5 @@ def attribution_stage(teacher: nn.Module, students: dict[str, nn.Module], data: 
         return StageOutput(figures=figures, rows=rows, arrays={f"maps.{name}": m[keep] for name, m in
                                                                 found.maps.items()}, summary=summary)
 
-    return Stage("attribution", inputs, compute=compute)
+    return Stage("attribution", inputs, shards=shards(len(data.labels), batch_size), map=map_shard, reduce=reduce,
+                 examples=len(data.labels))

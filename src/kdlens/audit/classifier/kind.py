@@ -75,7 +75,8 @@ def _lab_data(config: AuditConfig) -> AuditConfig:
     return config.model_copy(update={"data": config.data.model_copy(update={"shapes": defaults["shapes"]})})
 
 
-def _models(config: AuditConfig, teacher, students, baselines, progress: bool) -> dict[str, nn.Module]:
+def _models(config: AuditConfig, teacher, students, baselines, progress: bool,
+            device: str) -> dict[str, nn.Module]:
     """Teacher, students and baselines by name: those passed in, the rest built from the config's sources."""
     if teacher is None and config.teacher is None:
         raise ValueError("Expected a teacher, but got none. Give `teacher:` in the config or teacher=... to run().")
@@ -90,7 +91,7 @@ def _models(config: AuditConfig, teacher, students, baselines, progress: bool) -
     if baselines is None:
         sources.update(config.baselines)
     torch.manual_seed(config.seed)  # a fresh architecture's initial weights come from the run's seed
-    built = load_models(sources, "classifier", config.device, progress)
+    built = load_models(sources, "classifier", device, progress)
     teacher = teacher if teacher is not None else built[TEACHER]
     students = dict(students) if students is not None else {n: built[n] for n in config.students}
     baselines = dict(baselines) if baselines is not None else {n: built[n] for n in config.baselines}
@@ -150,10 +151,11 @@ class ClassifierKind:
     tasks = ("shapes", "tensors", "image_folder")
     lines = ("outputs", "representations", "attribution", "robustness", "gallery")
 
-    def prepare(self, config: AuditConfig, teacher, students, baselines, progress: bool) -> Prepared:
+    def prepare(self, config: AuditConfig, teacher, students, baselines, progress: bool,
+                device: str = "cpu") -> Prepared:
         config = _lab_data(config)
         splits = load_data(config.data)
-        models, student_names, baseline_names = _models(config, teacher, students, baselines, progress)
+        models, student_names, baseline_names = _models(config, teacher, students, baselines, progress, device)
         for model in models.values():
             model.eval()
         _check_data(splits, models)
@@ -194,7 +196,7 @@ class ClassifierKind:
             probe = probes.robustness
             runner.run(robustness_stage(teacher, students, subset(primary, probe.n), epsilon=probe.epsilon,
                                         steps=probe.steps, seed=config.seed, epsilons=probe.epsilons,
-                                        bounds=probe.bounds))
+                                        bounds=probe.bounds, batch_size=config.batch_size))
         else:
             runner.skip("robustness")
         hashes = {name: runner.inputs_hash(name) for name in ("outputs", "representations", "attribution",

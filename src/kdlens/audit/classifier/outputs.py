@@ -20,7 +20,7 @@ from torch import nn
 from kdlens.audit.common import TEACHER, data_digest, digests
 from kdlens.probes import outputs as P
 from kdlens.rundir import StageOutput
-from kdlens.stages import Stage
+from kdlens.stages import Shard, Stage, spans
 from kdlens.subjects import Classifier
 from kdlens.tasks.files import EvalSplit
 from kdlens.validation import fail
@@ -53,10 +53,9 @@ def check_models(teacher: nn.Module, students: dict[str, nn.Module], probe: torc
     return models
 
 
-def shards(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """[start, stop) runs of ``SHARD_BATCHES`` whole batches covering ``n`` examples."""
-    step = SHARD_BATCHES * batch_size
-    return [(start, min(start + step, n)) for start in range(0, n, step)]
+def shards(n: int, batch_size: int, split: str = "") -> list[Shard]:
+    """Runs of ``SHARD_BATCHES`` whole batches covering ``n`` examples (of ``split``)."""
+    return spans(n, SHARD_BATCHES * batch_size, split)
 
 
 def outputs_stage(teacher: nn.Module, students: dict[str, nn.Module], splits: dict[str, EvalSplit],
@@ -93,13 +92,11 @@ def outputs_stage(teacher: nn.Module, students: dict[str, nn.Module], splits: di
     models = check_models(teacher, students, next(iter(splits.values())).inputs)
     inputs = {"stage": "outputs", "models": digests(models), "n_bins": n_bins,
               "data": {split: data_digest(data) for split, data in splits.items()}}
-    work = [(split, start, stop) for split, data in splits.items() for start, stop in shards(len(data.inputs),
-                                                                                            batch_size)]
+    work = [shard for split, data in splits.items() for shard in shards(len(data.inputs), batch_size, split)]
 
-    def map_shard(shard: tuple[str, int, int], _) -> dict:
-        split, start, stop = shard
-        data = splits[split]
-        return P.shard_outputs(models, data.inputs[start:stop], data.labels[start:stop], split, n_bins, batch_size)
+    def map_shard(shard: Shard, _) -> dict:
+        data, part = splits[shard.split], slice(shard.start, shard.stop)
+        return P.shard_outputs(models, data.inputs[part], data.labels[part], shard.split, n_bins, batch_size)
 
     def reduce(states: list[dict], _) -> StageOutput:
         figures: dict = {"n_bins": n_bins, "binning": "width", "ece_norm": "l1", "divergence_units": "nats",
@@ -107,7 +104,7 @@ def outputs_stage(teacher: nn.Module, students: dict[str, nn.Module], splits: di
                          "models": list(models), "splits": {}}
         rows = []
         for split, data in splits.items():
-            mine = [state for (s, _, _), state in zip(work, states, strict=True) if s == split]
+            mine = [state for shard, state in zip(work, states, strict=True) if shard.split == split]
             entries, logits = P.output_figures(mine, list(models), data.labels, n_bins)
             figures["splits"][split] = {"n": len(data.labels), "models": entries}
             figures["n_classes"] = int(logits[TEACHER].shape[-1])
@@ -118,4 +115,5 @@ def outputs_stage(teacher: nn.Module, students: dict[str, nn.Module], splits: di
                    for name in models}
         return StageOutput(figures=figures, rows=rows, summary=summary)
 
-    return Stage("outputs", inputs, shards=work, map=map_shard, reduce=reduce)
+    return Stage("outputs", inputs, shards=work, map=map_shard, reduce=reduce,
+                 examples={split: len(data.inputs) for split, data in splits.items()})

@@ -14,7 +14,7 @@ from kdlens.audit.classifier.outputs import check_models, check_split, shards
 from kdlens.audit.common import TEACHER, data_digest, digests
 from kdlens.probes.representations import POOL_NOTE, layer_features
 from kdlens.rundir import StageOutput
-from kdlens.stages import Stage
+from kdlens.stages import Shard, Stage
 from kdlens.subjects import Classifier
 from kdlens.tasks.files import EvalSplit
 
@@ -64,10 +64,9 @@ def representations_stage(teacher: nn.Module, students: dict[str, nn.Module], da
     def new_metric(name: str) -> M.CKAMatrix:
         return M.CKAMatrix(teacher_layers, student_layers[name])
 
-    def map_shard(shard: tuple[int, int], _) -> dict:
-        start, stop = shard
+    def map_shard(shard: Shard, _) -> dict:
         metrics = {name: new_metric(name) for name in students}
-        for batch in data.inputs[start:stop].split(batch_size):
+        for batch in data.inputs[shard.start:shard.stop].split(batch_size):
             reference = layer_features(teacher, TEACHER, batch, teacher_layers)
             for name, student in students.items():
                 metrics[name].update(reference, layer_features(student, name, batch, student_layers[name]))
@@ -89,4 +88,4 @@ def representations_stage(teacher: nn.Module, students: dict[str, nn.Module], da
         return StageOutput(figures=figures, summary=summary)
 
     return Stage("representations", inputs, shards=shards(len(data.inputs), batch_size), map=map_shard,
-                 reduce=reduce)
+                 reduce=reduce, examples=len(data.inputs))

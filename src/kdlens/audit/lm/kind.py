@@ -35,7 +35,7 @@ def _lab_tasks(config: LMAuditConfig) -> LMAuditConfig:
     return config.model_copy(update={"data": config.data.model_copy(update=update)})
 
 
-def _models(config: LMAuditConfig, teacher, students, progress: bool) -> dict[str, LanguageModel]:
+def _models(config: LMAuditConfig, teacher, students, progress: bool, device: str) -> dict[str, LanguageModel]:
     if teacher is None and config.teacher is None:
         raise ValueError("Expected a teacher, but got none. Give `teacher:` in the config or teacher=... to run().")
     if students is None and not config.students:
@@ -52,7 +52,7 @@ def _models(config: LMAuditConfig, teacher, students, progress: bool) -> dict[st
         raise ValueError(f"Expected student names other than {TEACHER!r}. Rename the student.")
     sources = {**({TEACHER: config.teacher} if teacher is None else {}),
                **(config.students if students is None else {})}
-    loaded = load_models(sources, "lm", config.device, progress)
+    loaded = load_models(sources, "lm", device, progress)
     names = [TEACHER, *(students if students is not None else config.students)]
     return {name: given[name] if name in given else loaded[name] for name in names}
 
@@ -77,13 +77,14 @@ class LanguageModelKind:
     tasks = ("reasoning", "questions")
     lines = ("traces", "calibration", "representations")
 
-    def prepare(self, config: LMAuditConfig, teacher, students, baselines, progress: bool) -> Prepared:
+    def prepare(self, config: LMAuditConfig, teacher, students, baselines, progress: bool,
+                device: str = "cpu") -> Prepared:
         if baselines:
             raise ValueError("Expected no baselines in a language-model audit (not supported yet), but got "
                              f"{sorted(baselines)}. Pass them as students to see them beside the others.")
         config = _lab_tasks(config)
         bare = load_questions(config.data)
-        models = _models(config, teacher, students, progress)
+        models = _models(config, teacher, students, progress, device)
         for model in models.values():
             model.model.eval()
         asked = prompted(config.data, bare, models)
