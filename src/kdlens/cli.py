@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -178,6 +179,10 @@ def audit(
     if shard is not None and merge:
         raise ValueError("Expected --shard or --merge, but got both. A share maps its shards; the merge, run once the "
                          "shares are done, reduces them.")
+    if shard is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("Expected --shard without a launcher, but this process is a rank of a torchrun / accelerate "
+                         "job. Launch the audit without --shard (each rank takes its share), or run each share as its "
+                         "own command.")
     parsed = as_config(config)
     if shard is not None:
         done = run_share(parsed, shard, progress=not quiet)

@@ -18,6 +18,7 @@ part covered and who computed it.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +52,21 @@ def spans(n: int, step: int, split: str = "") -> list[Shard]:
     [(0, 4), (4, 8), (8, 10)]
     """
     return [Shard(start, min(start + step, n), split) for start in range(0, n, step)]
+
+
+MIN_SHARDS = 16  # where a stage has that many batches: up to 16 processes share it evenly, and a kill loses little
+
+
+def batch_spans(n: int, batch_size: int, most_batches: int, split: str = "") -> list[Shard]:
+    """Shards of whole batches covering ``n`` examples: as few batches each as make ``MIN_SHARDS`` shards, and
+    at most ``most_batches`` (fewer part files on large sets). The same in every process: it depends on ``n`` and
+    ``batch_size`` alone, and a shard never splits a batch.
+
+    >>> [(s.start, s.stop) for s in batch_spans(10, 2, 4)], len(batch_spans(10_000, 16, 4))
+    ([(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)], 157)
+    """
+    per = max(1, min(most_batches, math.ceil(math.ceil(n / batch_size) / MIN_SHARDS)))
+    return spans(n, per * batch_size, split)
 
 
 def tiling_problem(shards: Sequence[Shard], examples: int | dict[str, int]) -> str | None:
@@ -270,7 +286,9 @@ class StageRunner:
             with self._display.stage(name) as status:
                 yield
                 cached = bool(self._cached) and all(self._cached)
-                status["text"] = "cached" if cached else f"done in {time.perf_counter() - started:.1f} s"
+                took = f"{time.perf_counter() - started:.1f} s"
+                status["text"] = "cached" if cached else f"share mapped in {took}" if self.world.sharded \
+                    else f"done in {took}"
                 if name in self.redone:
                     status["text"] += f" (redone: {self.redone[name]})"
         finally:

@@ -157,3 +157,34 @@ def test_a_share_killed_mid_stage_keeps_its_finished_shards(cases):
     assert_same(read_json(run_dir / "results.json"), cases["classifier"][2])
     by = [part["by"] for part in read_json(run_dir / "manifest.json")["stages"]["outputs"]["shards"]]
     assert by.count("shard 1/3") == 1 and by.count("one process") == len(by) - 1  # not computed again
+
+
+def test_the_lab_is_built_once_by_rank_0_while_rank_1_waits(tmp_path):
+    from tests.lab.test_lm import tiny
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny(students=["seq_kd"]).model_dump(mode="json")))
+    source = {"lab": "lm", "lab_root": str(tmp_path / "labs"), "lab_recipe": str(recipe)}
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"), "data": {"task": "reasoning", "n": 9}, "teacher": source,
+        "students": {"seq_kd": {**source, "lab_model": "seq_kd"}},
+        "probes": {"traces": {"max_new_tokens": 8}, "representations": {"n": 4}}}))
+    script = tmp_path / "count_training.py"
+    script.write_text(  # each rank says how many models it trained: the lab's first stage is made by rank 0 alone
+        "import atexit, os, sys\n"
+        "from kdlens.lab import lm\n"
+        "made, built = [], lm.new_llama\n"
+        "def new_llama(*args, **kwargs):\n"
+        "    made.append(1)\n"
+        "    return built(*args, **kwargs)\n"
+        "lm.new_llama = new_llama\n"
+        "atexit.register(lambda: print(f\"rank {os.environ['RANK']} trained {len(made)}\", flush=True))\n"
+        "from kdlens.cli import app\n"
+        "sys.argv = ['kdlens', 'audit', sys.argv[1], '--quiet', '--no-report']\n"
+        "app()\n")
+    done = subprocess.run([sys.executable, *torchrun(2), str(script), str(path)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rank 0 trained 2" in done.stdout and "rank 1 trained 0" in done.stdout, done.stdout[-2000:]
+    assert (tmp_path / "run" / "results.json").is_file()

@@ -31,8 +31,8 @@ def classifier_audit(root: Path, n: int = 16) -> dict:
 
 
 def lm_audit(root: Path, n: int = 10) -> dict:
-    """A language-model audit of two character-level Qwen2 folders on ``n`` chain questions, one trace a batch:
-    with 10, each ``generate-*`` stage has three chunks (4, 4 and 2 traces)."""
+    """A language-model audit of two character-level Qwen2 folders on ``n`` chain questions, one trace (and one
+    scored answer) a batch: with 10, each ``generate-*`` stage and ``calibration`` have three chunks (4, 4 and 2)."""
     from kdlens.tasks import chains
     from tests.probes.test_lm_representations import char_lm
 
@@ -47,7 +47,7 @@ def lm_audit(root: Path, n: int = 10) -> dict:
             "data": {"task": "reasoning", "chains": settings.model_dump(), "babi": None, "n": n},
             "teacher": {"checkpoint": str(root / "teacher")}, "students": {"student": {"checkpoint": str(
                 root / "student")}},
-            "probes": {"traces": {"max_new_tokens": 8, "batch_size": 1}, "calibration": {"batch_size": 4},
+            "probes": {"traces": {"max_new_tokens": 8, "batch_size": 1}, "calibration": {"batch_size": 1},
                        "representations": {"n": 4}}}
 
 

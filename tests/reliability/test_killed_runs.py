@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 CASES = [
     ("classifier", "outputs", "start"), ("classifier", "outputs", "shard"), ("classifier", "outputs", "part"),
     ("classifier", "representations", "shard"), ("classifier", "attribution", "start"),
+    ("classifier", "attribution", "shard"), ("classifier", "robustness", "shard"), ("lm", "calibration", "shard"),
     ("classifier", "attribution", "writing"), ("classifier", "robustness", "start"),
     ("classifier", "robustness", "written"), ("classifier", "gallery", "start"), ("classifier", "gallery", "writing"),
     ("lm", "generate-teacher", "start"), ("lm", "generate-teacher", "shard"), ("lm", "generate-student", "shard"),

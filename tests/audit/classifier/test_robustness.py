@@ -55,6 +55,7 @@ def test_the_files_are_the_same_however_the_examples_are_sharded(setup, tmp_path
     written = {}
     for shard_batches, shares, n_shards in ((1, 1, 6), (3, 2, 2), (1000, 1, 1)):
         monkeypatch.setattr(outputs_stages, "SHARD_BATCHES", shard_batches)
+        monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
         stage = build(setup)
         assert len(stage.shards) == n_shards
         run_dir = tmp_path / f"{shard_batches}"
@@ -70,6 +71,7 @@ def test_saved_parts_hold_what_reduce_needs(setup, tmp_path, monkeypatch):
     """Each shard's part is a safetensors file of its examples' tensors, and the run that reads them back writes
     the values the probes give on the whole split at once, from the same random start."""
     monkeypatch.setattr(outputs_stages, "SHARD_BATCHES", 1)
+    monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
     teacher, students, data = setup
     stage = build(setup)
     parts = map_in_shares(tmp_path, stage, 3)

@@ -276,6 +276,7 @@ def test_a_killed_generation_resumes_after_its_last_saved_chunk(tmp_path, monkey
     model = char_lm(texts=[q.prompt for q in questions] + [chains.write_trace(q) for q in questions])
     settings = {"max_new_tokens": 12, "batch_size": 2, "decoding": "greedy"}
     monkeypatch.setattr(audit_lm, "GENERATION_CHUNK", 2)  # 4 questions a chunk: chunks at 0, 4, 8
+    monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
 
     def texts(run_dir, say=None):
         run = RunDir(run_dir)

@@ -64,6 +64,7 @@ def test_calibration_is_exactly_the_same_whatever_the_chunks(models, tmp_path, m
     seen = {}
     for chunk, shares in ((1, 0), (2, 2), (100, 0)):  # 3 questions a batch: 5 shards (the last 2), 3, one
         monkeypatch.setattr(S, "CALIBRATION_CHUNK", chunk)
+        monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
         run = traced(tmp_path / f"chunk{chunk}")
         stage = S.calibration_stage(run, models, questions, n_bins=5, batch_size=3)
         in_shares(run, stage, shares) if shares else run_stage(run, stage)
@@ -87,6 +88,7 @@ def test_representations_are_the_same_whatever_the_chunks(models, tmp_path, monk
     seen = {}
     for chunk, shares in ((1, 0), (3, 2), (100, 0)):  # 2 texts a batch, 11 texts: 6 shards (the last 1), 2, one
         monkeypatch.setattr(S, "REPRESENTATIONS_CHUNK", chunk)
+        monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
         run = traced(tmp_path / f"chunk{chunk}")
         stage = S.representations_stage(run, models, QUESTIONS, n=11, batch_size=2)
         in_shares(run, stage, shares) if shares else run_stage(run, stage)
@@ -109,6 +111,7 @@ def test_representations_are_the_same_whatever_the_chunks(models, tmp_path, monk
 
 def test_a_representations_shard_holds_each_models_pooled_words(models, tmp_path, monkeypatch):
     monkeypatch.setattr(S, "REPRESENTATIONS_CHUNK", 3)
+    monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
     run = traced(tmp_path / "run")
     stage = S.representations_stage(run, models, QUESTIONS, n=11, batch_size=2)
     state = stage.map(stage.shards[1], run.stage("representations"))  # texts 6 to 10

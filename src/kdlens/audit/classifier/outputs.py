@@ -20,12 +20,12 @@ from torch import nn
 from kdlens.audit.common import TEACHER, data_digest, digests
 from kdlens.probes import outputs as P
 from kdlens.rundir import StageOutput
-from kdlens.stages import Shard, Stage, spans
+from kdlens.stages import Shard, Stage, batch_spans
 from kdlens.subjects import Classifier
 from kdlens.tasks.files import EvalSplit
 from kdlens.validation import fail
 
-SHARD_BATCHES = 8  # batches per shard: shards start on batch boundaries, so sharding never changes a batch
+SHARD_BATCHES = 8  # most batches per shard: shards start on batch boundaries, so sharding never changes a batch
 
 
 def check_split(data: EvalSplit, name: str) -> None:
@@ -54,8 +54,9 @@ def check_models(teacher: nn.Module, students: dict[str, nn.Module], probe: torc
 
 
 def shards(n: int, batch_size: int, split: str = "") -> list[Shard]:
-    """Runs of ``SHARD_BATCHES`` whole batches covering ``n`` examples (of ``split``)."""
-    return spans(n, SHARD_BATCHES * batch_size, split)
+    """Runs of at most ``SHARD_BATCHES`` whole batches covering ``n`` examples (of ``split``)
+    (:func:`kdlens.stages.batch_spans`)."""
+    return batch_spans(n, batch_size, SHARD_BATCHES, split)
 
 
 def outputs_stage(teacher: nn.Module, students: dict[str, nn.Module], splits: dict[str, EvalSplit],

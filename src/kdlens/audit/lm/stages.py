@@ -2,19 +2,21 @@
 
 - ``generate-<model>``: each model's greedy trace for every question (``rows.jsonl``, one ``{"index", "text"}`` per
   question), one stage per model, so a killed run or an added student generates only what is missing. Sharded
-  (``map`` over chunks of ``GENERATION_CHUNK`` batches): a kill loses at most the chunk being generated;
+  (``map`` over chunks of whole batches, at most ``GENERATION_CHUNK`` and enough for ``MIN_SHARDS`` chunks:
+  :func:`kdlens.stages.batch_spans`): a kill loses at most the chunk being generated;
 - ``traces``: the traces checked step by step by the task's checker: ``figures.json`` holds
   :func:`kdlens.probes.traces.trace_figures` per model (accuracy, trace accuracy, the trace x answer table with
   P(CA | CT), P(CA | IT) and the independence test, agreement, step agreement and BLEU against the teacher, all per
   task and per number of steps); ``rows.jsonl`` one row per (model, question) with each sentence marked. Not
   sharded: checking is cheap next to generating, which is;
 - ``calibration``: the probability each model gives to the answer it wrote, its ECE and reliability curve
-  (:func:`kdlens.probes.traces.calibration_summary`). Sharded: ``map`` over chunks of ``CALIBRATION_CHUNK`` batches
-  of questions scores each model's answers (one scoring pass per batch of questions, over those with an answer) and
-  checks them; ``reduce`` joins the confidences and computes the ECE and the curve over every question;
+  (:func:`kdlens.probes.traces.calibration_summary`). Sharded: ``map`` over chunks of (at most)
+  ``CALIBRATION_CHUNK`` batches of questions scores each model's answers (one scoring pass per batch of questions,
+  over those with an answer) and checks them; ``reduce`` joins the confidences and computes the ECE and the curve
+  over every question;
 - ``representations``: linear CKA between the teacher's and each student's layers, hidden states averaged per word
-  on each question followed by the teacher's trace (tokenizers may differ). Sharded: ``map`` over chunks of
-  ``REPRESENTATIONS_CHUNK`` batches of texts pools each model's hidden states per word
+  on each question followed by the teacher's trace (tokenizers may differ). Sharded: ``map`` over chunks of (at
+  most) ``REPRESENTATIONS_CHUNK`` batches of texts pools each model's hidden states per word
   (:func:`kdlens.probes.lm_representations.word_states`); a shard's state is those pooled features, per model and
   layer (words in the shard x the layer's width, float64: words x total width x 8 bytes per model). ``reduce`` joins
   each model's words in shard order and computes the CKA once, over every word.
@@ -35,14 +37,14 @@ from kdlens.audit.common import TEACHER
 from kdlens.probes import traces as T
 from kdlens.probes.lm_representations import cka_figures, layer_names, word_states
 from kdlens.rundir import RunDir, StageDir, StageOutput
-from kdlens.stages import Shard, Stage, spans
+from kdlens.stages import Shard, Stage, batch_spans
 from kdlens.subjects.lm import LanguageModel
 from kdlens.subjects.lm.compress import weights
 from kdlens.tasks.free_text import QuestionExample
 
-GENERATION_CHUNK = 4  # batches of traces saved at a time: a killed generation resumes after the last chunk
-CALIBRATION_CHUNK = 4  # batches of questions scored per shard of the calibration stage
-REPRESENTATIONS_CHUNK = 4  # batches of texts pooled per shard of the representations stage
+GENERATION_CHUNK = 4  # most batches of traces saved at a time (kdlens.stages.batch_spans)
+CALIBRATION_CHUNK = 4  # most batches of questions scored per shard of the calibration stage
+REPRESENTATIONS_CHUNK = 4  # most batches of texts pooled per shard of the representations stage
 POOL_NOTE = ("Hidden states are averaged over each word's tokens (through character offsets), so models with "
              "different tokenizers give one row per word; the text is each question followed by the teacher's trace.")
 
@@ -69,7 +71,7 @@ def generation_stage(name: str, model: LanguageModel, questions: list, settings:
     """Model ``name``'s greedy trace for every question (``settings``: ``max_new_tokens``, ``batch_size``, optional
     ``stop`` and ``stop_ids``), generated ``GENERATION_CHUNK`` batches at a time, each chunk saved as it is done."""
     inputs = {"model": digest(model), "questions": asked_digest(questions), "settings": settings}
-    chunks = spans(len(questions), settings["batch_size"] * GENERATION_CHUNK)
+    chunks = batch_spans(len(questions), settings["batch_size"], GENERATION_CHUNK)
 
     def map_chunk(chunk: Shard, stage_dir: StageDir) -> dict:
         stage_dir.say(f"{name}: {chunk.start}/{len(questions)} traces")
@@ -178,7 +180,7 @@ def calibration_stage(run: RunDir, models: dict[str, LanguageModel], questions: 
         return StageOutput(figures=figures, rows=rows,
                            summary={name: {"ece": entry["ece"]} for name, entry in figures["models"].items()})
 
-    return Stage("calibration", inputs, shards=spans(count, batch_size * CALIBRATION_CHUNK), map=map_chunk,
+    return Stage("calibration", inputs, shards=batch_spans(count, batch_size, CALIBRATION_CHUNK), map=map_chunk,
                  reduce=reduce, examples=count)
 
 
@@ -222,5 +224,5 @@ def representations_stage(run: RunDir, models: dict[str, LanguageModel], questio
         return StageOutput(figures=figures, summary={name: {"cka_mean_best": e["cka_mean_best"]}
                                                      for name, e in figures["students"].items()})
 
-    return Stage("representations", inputs, shards=spans(len(texts), batch_size * REPRESENTATIONS_CHUNK),
+    return Stage("representations", inputs, shards=batch_spans(len(texts), batch_size, REPRESENTATIONS_CHUNK),
                  map=map_chunk, reduce=reduce, examples=len(texts))
