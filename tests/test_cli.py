@@ -272,3 +272,18 @@ def test_every_command_prints_a_user_error_as_one_message_and_debug_keeps_the_tr
     assert result.exit_code == 2 and "nowhere" in result.output and "Traceback" not in result.output
     debug = runner.invoke(app, ["--debug", *command, missing])
     assert debug.exit_code != 0 and isinstance(debug.exception, (FileNotFoundError, ValueError))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shard", "1/2", "--merge"], "Expected --shard or --merge, but got both"),
+    (["--shard", "2/2"], "Expected `--shard` as i/n with 0 <= i < n"),
+])
+def test_audit_refuses_a_bad_share_before_reading_the_config(tmp_path, args, message):
+    result = runner.invoke(app, ["audit", str(tmp_path / "never_read.yaml"), *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_audit_refuses_a_share_inside_a_launched_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, ["audit", str(tmp_path / "never_read.yaml"), "--shard", "0/2"])
+    assert result.exit_code == 2 and "rank of a torchrun / accelerate job" in result.output

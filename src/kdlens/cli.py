@@ -183,6 +183,8 @@ def audit(
         raise ValueError("Expected --shard without a launcher, but this process is a rank of a torchrun / accelerate "
                          "job. Launch the audit without --shard (each rank takes its share), or run each share as its "
                          "own command.")
+    if shard is not None:
+        World.shard(shard)  # a bad i/n is refused before the config is read
     parsed = as_config(config)
     if shard is not None:
         done = run_share(parsed, shard, progress=not quiet)

@@ -31,3 +31,21 @@ def run_in_shares(run_dir, stage, shares: int) -> dict:
         summary = runner.run(stage)
     assert runner.mapped[stage.name] == 0, "the reducing run mapped shards itself: not every part was saved"
     return summary
+
+
+def written_across_shardings(build, files, tmp_path, monkeypatch) -> dict[int, tuple]:
+    """What ``build()``'s stage writes (``files(run_dir)``) on the tests' 22 examples in batches of 4, with shards of 1
+    batch (6 shards, the last of 2 examples), of 3 batches run as 2 shares (2 shards), and of every batch (1): keyed
+    by the shard size in batches."""
+    from kdlens.audit.classifier import outputs
+
+    written = {}
+    for shard_batches, shares, n_shards in ((1, 1, 6), (3, 2, 2), (1000, 1, 1)):
+        monkeypatch.setattr(outputs, "SHARD_BATCHES", shard_batches)
+        monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
+        stage = build()
+        assert len(stage.shards) == n_shards
+        run_dir = tmp_path / f"{shard_batches}"
+        run_stage(run_dir, stage) if shares == 1 else run_in_shares(run_dir, stage, shares)
+        written[shard_batches] = files(run_dir)
+    return written

@@ -9,10 +9,9 @@ from kdlens.audit.classifier import robustness as robustness_stages
 from kdlens.io import load_tensors
 from kdlens.probes.robustness import adversarial_agreement, counterfactual_flips, pgd, predictions
 from kdlens.rundir import RunDir
-from kdlens.stages import run_stage
 from kdlens.tasks.files import EvalSplit
 from kdlens.tasks.shapes import ShapesConfig, make_split, other_cues, with_cues
-from tests.audit.classifier import map_in_shares, run_in_shares
+from tests.audit.classifier import map_in_shares, run_in_shares, written_across_shardings
 
 N, BATCH, EPSILON = 22, 4, 16 / 255  # shards of 1 batch: 6 (the last of 2 examples); of 3 batches: 2 (12 and 10)
 EPSILONS = [4 / 255, EPSILON, 32 / 255]
@@ -52,15 +51,7 @@ def files(run_dir) -> tuple:
 
 
 def test_the_files_are_the_same_however_the_examples_are_sharded(setup, tmp_path, monkeypatch):
-    written = {}
-    for shard_batches, shares, n_shards in ((1, 1, 6), (3, 2, 2), (1000, 1, 1)):
-        monkeypatch.setattr(outputs_stages, "SHARD_BATCHES", shard_batches)
-        monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
-        stage = build(setup)
-        assert len(stage.shards) == n_shards
-        run_dir = tmp_path / f"{shard_batches}"
-        run_stage(run_dir, stage) if shares == 1 else run_in_shares(run_dir, stage, shares)
-        written[shard_batches] = files(run_dir)
+    written = written_across_shardings(lambda: build(setup), files, tmp_path, monkeypatch)
     assert written[1] == written[3] == written[1000]
     figures = RunDir(tmp_path / "3").stage("robustness").figures()
     assert figures["curve"]["epsilons"] == EPSILONS and len(figures["curve"]["accuracy"]["teacher"]) == 3
