@@ -79,17 +79,29 @@ def is_audit(pid: int) -> bool:
     return b"kdlens" in command and b"torch.distributed.run" not in command
 
 
+def largest_difference(a, b) -> float:
+    """The largest relative difference between two JSON documents' numbers (inf where anything else differs)."""
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return max((largest_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return max((largest_difference(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
+    if isinstance(a, float) and isinstance(b, float) and not isinstance(a, bool):
+        return 0.0 if a == b else abs(a - b) / max(abs(a), abs(b))
+    return 0.0 if a == b else float("inf")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "examples/real_lm/audit.yaml")
     parser.add_argument("--n", type=int, default=24, help="questions (data.n)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-default-threads", action="store_true", help="skip the 1-process run on all cores")
     args = parser.parse_args()
     from kdlens.io import read_json
 
     base = yaml.safe_load(args.config.read_text())
-    runs = [(1, None), (1, 1), *((r, 1) for r in args.ranks if r > 1)]
-    table = {}
+    runs = [*(() if args.no_default_threads else ((1, None),)), (1, 1), *((r, 1) for r in args.ranks if r > 1)]
+    table, results = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for ranks, threads in runs:
             run_dir = Path(tmp) / f"r{ranks}t{threads}"
@@ -98,12 +110,18 @@ def main() -> None:
                                               "data": {**base["data"], "n": args.n}}))
             wall, peaks = run(config, ranks, threads)
             stages = read_json(run_dir / "manifest.json")["stages"]
+            if threads == 1:
+                results[ranks] = read_json(run_dir / "results.json")
             label = f"{ranks} rank{'s' if ranks > 1 else ''}" if ranks > 1 else \
                 f"1 process, {threads or os.cpu_count()} thread{'s' if (threads or os.cpu_count()) > 1 else ''}"
             table[label] = (wall, {name: record["seconds"] for name, record in stages.items()}, peaks)
             print(f"{label}: {wall:.1f} s wall; peak memory per process "
                   f"{', '.join(f'{kib / 2**20:.2f} GiB' for kib in sorted(peaks.values(), reverse=True))}",
                   flush=True)
+    for ranks in sorted(results)[1:]:
+        worst = largest_difference(results[1], results[ranks])
+        print(f"results.json of {ranks} ranks against 1 process on 1 thread: largest relative difference {worst:.1e} "
+              f"({'equal to 1e-9' if worst <= 1e-9 else 'DIFFERENT'})")
     names = list(next(iter(table.values()))[1])
     print(f"\n| stage (s per question, {args.n} questions) | " + " | ".join(table) + " |")
     print("|---|" + "---|" * len(table))
