@@ -59,8 +59,7 @@ def run(config: Any, teacher: Any = None, students: dict | None = None, baseline
     kind: AuditKind = kind_of(config)
     device = resolve_device(config.device, world.local_rank, world.size if world.collective else 1)
     run_dir = RunDir(config.run_dir)
-    # a run directory of an older layout, or a folder kdlens did not make, is refused first
-    world.first(lambda: run_dir.manifest() and run_dir.check_writable())
+    world.first(lambda: refuse_early(run_dir))
     shown = progress and world.rank == 0
     audit = world.in_turn(lambda: kind.prepare(config, teacher, students, baselines, shown, device))
     world.first(lambda: (run_dir.claim(), run_dir.write_config(dump_yaml(audit.config))))
@@ -95,8 +94,7 @@ def run_share(config: Any, share: str, progress: bool = True) -> dict:
     kind: AuditKind = kind_of(config)
     device = resolve_device(config.device, 0, 1)
     run_dir = RunDir(config.run_dir)
-    run_dir.manifest()
-    run_dir.check_writable()
+    refuse_early(run_dir)
     audit = kind.prepare(config, None, None, None, progress, device)
     run_dir.claim()
     waits_for = None
@@ -106,6 +104,13 @@ def run_share(config: Any, share: str, progress: bool = True) -> dict:
         except ShareDone as done:
             waits_for = done.stage
     return {"share": world.who, "mapped": dict(runner.mapped), "waits_for": waits_for}
+
+
+def refuse_early(run_dir: RunDir) -> None:
+    """Raise, before any work, for a run directory of an older layout, a folder kdlens did not make, or one this
+    user cannot write to."""
+    run_dir.manifest()
+    run_dir.check_writable()
 
 
 def check_shared(run_dir: RunDir, world: World) -> None:

@@ -1,0 +1,113 @@
+"""Sentence provenance (issue 17, the probe): one pass per model per trajectory equals re-scoring every sentence on
+its own prefix, for a word-level Llama (the lab's tokenizer) and a character-level Qwen2; tokens go to the sentence
+their first character lies in; the categories follow their definitions in order."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kdlens.probes.provenance import CATEGORIES, categorize, sentence_probabilities, sentence_tokens
+from kdlens.tasks.text import split_sentences
+from tests.probes.test_lm_representations import char_lm, word_lm
+
+PROMPTS = ["a is 3 . b is a plus 4 , so b is 7 .", "mary went to the kitchen ."]
+TRAJECTORIES = [" the answer is 7 . so b is 7 .\n a is 3 .", " mary went to the kitchen . the answer is 7 ."]
+
+
+def naive(model, prompt: str, trajectory: str, spans, per: str = "token") -> list[float]:
+    """Each sentence scored by its own forward pass over the tokens up to its last one (the model's own forward,
+    full logits): what one pass per trajectory must equal."""
+    (encoding,) = model.encode([prompt + trajectory])
+    seam = len(prompt)
+    texty = [t for t, (a, b) in enumerate(encoding.offsets) if b > a]
+    first = next(t for t in texty if encoding.offsets[t][1] > seam)
+    tokens = list(range(first, texty[-1] + 1))
+    owners = sentence_tokens([(max(encoding.offsets[t][0] - seam, 0), 0) for t in tokens], spans)
+    out = []
+    for i, (start, end) in enumerate(spans):
+        mine = [t for t, owner in zip(tokens, owners, strict=True) if owner == i]
+        ids = torch.tensor([encoding.ids[: mine[-1] + 1]])
+        with torch.no_grad():
+            logprobs = model.model(input_ids=ids).logits[0].double().log_softmax(-1)  # (T, V)
+        total = sum(float(logprobs[t - 1, encoding.ids[t]]) for t in mine)
+        out.append(math.exp(total / (len(mine) if per == "token" else end - start)))
+    return out
+
+
+@pytest.mark.parametrize("make", [word_lm, char_lm], ids=["word-level llama", "character-level qwen2"])
+@pytest.mark.parametrize("per", ["token", "character"])
+def test_one_pass_per_trajectory_equals_rescoring_each_sentence(make, per):
+    model = make()
+    model.model.eval()
+    spans = [split_sentences(t)[1] for t in TRAJECTORIES]
+    got = sentence_probabilities(model, PROMPTS, TRAJECTORIES, spans, per=per, batch_size=2)
+    for p, prompt, trajectory, sentences in zip(got, PROMPTS, TRAJECTORIES, spans, strict=True):
+        assert p.dtype == torch.float64 and len(p) == len(sentences) >= 2
+        assert p.tolist() == pytest.approx(naive(model, prompt, trajectory, sentences, per), rel=1e-5)
+
+
+def test_a_token_belongs_to_the_sentence_its_first_character_lies_in():
+    text = "x = 1.\n y = 2. done"
+    _, spans = split_sentences(text)  # "x = 1." (0, 6), "y = 2." (8, 14), "done" (15, 19)
+    offsets = [(0, 1), (5, 7), (7, 9), (13, 16), (16, 19), (19, 20)]  # ".\n" and " y" straddle, "." + " d" too
+    assert sentence_tokens(offsets, spans) == [0, 0, 1, 1, 2, -1]
+
+
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=6), st.lists(st.integers(1, 5), min_size=1, max_size=30))
+def test_every_token_has_the_sentence_whose_region_holds_its_start(sentence_lengths, token_lengths):
+    spans, at = [], 0
+    for length in sentence_lengths:  # one space between sentences
+        spans.append((at + 1, at + 1 + length))
+        at += 1 + length
+    offsets, at = [], 0
+    for length in token_lengths:
+        offsets.append((at, at + length))
+        at += length
+    owners = sentence_tokens(offsets, spans)
+    for (start, _), owner in zip(offsets, owners, strict=True):
+        if owner == -1:
+            assert start >= spans[-1][1]
+        else:
+            assert start < spans[owner][1] and (owner == 0 or start >= spans[owner - 1][1])
+
+
+probability = st.floats(0, 1, allow_nan=False)
+
+
+@given(st.lists(st.tuples(probability, probability, probability), min_size=1, max_size=20),
+       st.floats(0, 0.3), st.floats(0, 0.3))
+def test_categories_follow_their_definitions_in_order(triples, alpha, beta):
+    t, s, d = (torch.tensor(column, dtype=torch.float64) for column in zip(*triples, strict=True))
+    for (pt, ps, pd), category in zip(triples, categorize(t, s, d, alpha, beta), strict=True):
+        assert category in CATEGORIES
+        shared = abs(ps - pd) <= alpha and abs(pt - pd) <= alpha and abs(pt - ps) <= alpha
+        assert (category == "shared") == shared
+        if not shared:
+            expected = ("teacher" if pt - ps > beta else "student" if ps - pt > beta
+                        else "boosted" if pd - max(pt, ps) > alpha else "other")
+            assert category == expected
+
+
+def test_a_sentence_without_a_token_of_its_own_is_not_categorised():
+    nan = torch.tensor([math.nan])
+    assert categorize(nan, torch.tensor([0.5]), torch.tensor([0.5])) == [None]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"per": "word"}, r"Expected `per` to be one of 'token', 'character'"),
+    ({"spans": [[(0, 3)]]}, r"one entry per trajectory"),
+])
+def test_bad_input_to_sentence_probabilities(kwargs, message):
+    arguments = {"model": word_lm(), "prompts": PROMPTS, "trajectories": TRAJECTORIES,
+                 "spans": [split_sentences(t)[1] for t in TRAJECTORIES], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        sentence_probabilities(**arguments)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, "0.1", True])
+def test_a_threshold_outside_zero_to_one_is_refused(alpha):
+    with pytest.raises(ValueError, match=r"Expected `alpha` to be a number in \[0, 1\].*beta = 0.1"):
+        categorize(torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([0.5]), alpha=alpha)
