@@ -9,7 +9,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdlens.probes.provenance import CATEGORIES, categorize, sentence_probabilities, sentence_tokens
+from kdlens.probes.provenance import (
+    CATEGORIES,
+    categorize,
+    category_shares,
+    sentence_probabilities,
+    sentence_tokens,
+    thirds,
+)
 from kdlens.tasks.text import split_sentences
 from tests.probes.test_lm_representations import char_lm, word_lm
 
@@ -111,3 +118,31 @@ def test_bad_input_to_sentence_probabilities(kwargs, message):
 def test_a_threshold_outside_zero_to_one_is_refused(alpha):
     with pytest.raises(ValueError, match=r"Expected `alpha` to be a number in \[0, 1\].*beta = 0.1"):
         categorize(torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([0.5]), alpha=alpha)
+
+
+def test_thirds_split_a_trajectory_in_order():
+    assert thirds(1) == ["first"] and thirds(3) == ["first", "middle", "last"]
+    assert thirds(6) == ["first", "first", "middle", "middle", "last", "last"]
+
+
+@given(st.lists(st.lists(st.sampled_from([*CATEGORIES, None]), max_size=8), min_size=1, max_size=12))
+def test_shares_are_pooled_counts_and_their_intervals_hold_them(categories):
+    found = category_shares(categories, n_resamples=200)
+    flat = [c for row in categories for c in row if c is not None]
+    assert found["n_sentences"] == len(flat) and found["n_trajectories"] == len(categories)
+    for k in CATEGORIES:
+        if not flat:
+            assert found[k]["share"] is None
+            continue
+        assert found[k]["share"] == pytest.approx(flat.count(k) / len(flat))  # an independent count
+        if len(categories) >= 2:
+            assert 0 <= found[k]["low"] <= found[k]["high"] <= 1
+    if flat:
+        assert sum(found[k]["share"] for k in CATEGORIES) == pytest.approx(1.0)
+
+
+def test_the_interval_resamples_trajectories_not_sentences():
+    one_sided = [["teacher"] * 10] * 5 + [["student"] * 10] * 5  # 10 trajectories, each all one category
+    found = category_shares(one_sided, n_resamples=2000)
+    assert found["teacher"]["share"] == 0.5
+    assert found["teacher"]["high"] - found["teacher"]["low"] > 0.4  # 10 clusters: wide, not as from 100 sentences

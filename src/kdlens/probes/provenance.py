@@ -115,3 +115,51 @@ def check_threshold(value, name: str) -> float:
         V.fail(name, "a number in [0, 1] (a difference of two probabilities)", repr(value),
                f"The paper uses beta = {BETA}; kdlens's default alpha is {ALPHA}.")
     return float(value)
+
+
+def thirds(n_sentences: int) -> list[str]:
+    """Each sentence's place in its trajectory: ``first``, ``middle`` or ``last`` third (sentence i of n falls in
+    third floor(3 i / n)).
+
+    >>> thirds(4)
+    ['first', 'first', 'middle', 'last']
+    """
+    return [("first", "middle", "last")[3 * i // n_sentences] for i in range(n_sentences)]
+
+
+def category_shares(categories: Sequence[Sequence[str | None]], n_resamples: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> dict:
+    """The share of sentences in each category, pooled over trajectories, with percentile-bootstrap intervals that
+    resample whole trajectories (sentences of one trajectory are not independent).
+
+    Parameters
+    ----------
+    categories : per trajectory, each sentence's category (None: not categorised, left out)
+
+    Returns
+    -------
+    dict: ``n_sentences``, ``n_trajectories``, and per category ``{"share", "low", "high"}`` (None without
+    sentences; no interval from fewer than two trajectories)
+    """
+    from kdlens.measures.resampling import bootstrap_indices, percentile_interval
+
+    counts = torch.tensor([[sum(c == k for c in row) for k in CATEGORIES] for row in categories],
+                          dtype=torch.float64).reshape(-1, len(CATEGORIES))  # (trajectories, categories)
+    total = float(counts.sum())
+    out: dict = {"n_sentences": int(total), "n_trajectories": len(categories)}
+    if total == 0:
+        return {**out, **{k: {"share": None, "low": None, "high": None} for k in CATEGORIES}}
+    share = counts.sum(0) / total
+    replicates = []
+    if len(categories) >= 2:
+        for rows in bootstrap_indices(len(categories), n_resamples, seed, chunk=256):
+            drawn = counts[rows].sum(1)  # (r, categories)
+            replicates.append(drawn / drawn.sum(-1, keepdim=True).clamp_min(1.0))
+    draws = torch.cat(replicates) if replicates else None
+    for j, k in enumerate(CATEGORIES):
+        if draws is None:
+            out[k] = {"share": float(share[j]), "low": None, "high": None}
+        else:
+            interval = percentile_interval(float(share[j]), draws[:, j], level)
+            out[k] = {"share": interval.estimate, "low": interval.low, "high": interval.high}
+    return out
