@@ -59,16 +59,26 @@ def files(run: RunDir, name: str) -> tuple[dict, list[dict], int]:
     return run.stage(name).figures(), run.stage(name).rows(), len(shards)
 
 
-def test_calibration_is_exactly_the_same_whatever_the_chunks(models, tmp_path, monkeypatch):
-    questions = {name: QUESTIONS for name in models}
+def across_chunks(constant: str, layouts, build, tmp_path, monkeypatch) -> dict[int, tuple]:
+    """:func:`files` of the stage ``build(run)`` on a fresh :func:`traced` run per (chunk, shares) layout (shares 0:
+    one process), with ``S.<constant>`` set to the chunk; keyed by chunk."""
     seen = {}
-    for chunk, shares in ((1, 0), (2, 2), (100, 0)):  # 3 questions a batch: 5 shards (the last 2), 3, one
-        monkeypatch.setattr(S, "CALIBRATION_CHUNK", chunk)
+    for chunk, shares in layouts:
+        monkeypatch.setattr(S, constant, chunk)
         monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
         run = traced(tmp_path / f"chunk{chunk}")
-        stage = S.calibration_stage(run, models, questions, n_bins=5, batch_size=3)
+        stage = build(run)
         in_shares(run, stage, shares) if shares else run_stage(run, stage)
-        seen[chunk] = files(run, "calibration")
+        seen[chunk] = files(run, stage.name)
+    return seen
+
+
+def test_calibration_is_exactly_the_same_whatever_the_chunks(models, tmp_path, monkeypatch):
+    questions = {name: QUESTIONS for name in models}
+    seen = across_chunks("CALIBRATION_CHUNK", ((1, 0), (2, 2), (100, 0)),  # 3 a batch: 5 shards (the last 2), 3, 1
+                         lambda run: S.calibration_stage(run, models, questions, n_bins=5, batch_size=3),
+                         tmp_path, monkeypatch)
+    run = RunDir(tmp_path / "chunk100")
     assert [n for _, _, n in seen.values()] == [5, 3, 1]
     figures, rows, _ = seen[1]
     for chunk in (2, 100):
@@ -85,20 +95,16 @@ def test_calibration_is_exactly_the_same_whatever_the_chunks(models, tmp_path, m
 
 
 def test_representations_are_the_same_whatever_the_chunks(models, tmp_path, monkeypatch):
-    seen = {}
-    for chunk, shares in ((1, 0), (3, 2), (100, 0)):  # 2 texts a batch, 11 texts: 6 shards (the last 1), 2, one
-        monkeypatch.setattr(S, "REPRESENTATIONS_CHUNK", chunk)
-        monkeypatch.setattr("kdlens.stages.MIN_SHARDS", 1)  # the chunk size alone sets the shards
-        run = traced(tmp_path / f"chunk{chunk}")
-        stage = S.representations_stage(run, models, QUESTIONS, n=11, batch_size=2)
-        in_shares(run, stage, shares) if shares else run_stage(run, stage)
-        seen[chunk] = files(run, "representations")
+    seen = across_chunks("REPRESENTATIONS_CHUNK", ((1, 0), (3, 2), (100, 0)),  # 11 texts, 2 a batch: 6 shards, 2, 1
+                         lambda run: S.representations_stage(run, models, QUESTIONS, n=11, batch_size=2),
+                         tmp_path, monkeypatch)
     assert [n for _, _, n in seen.values()] == [6, 2, 1]
     figures = seen[1][0]
     for chunk in (3, 100):
         assert seen[chunk][0] == figures, chunk  # exactly: the same pooled words, one CKA over them all
     assert sorted(figures) == ["debiased", "kernel", "n", "pool_note", "students", "teacher_layers"]
-    texts = [q.prompt + t for q, t in zip(QUESTIONS[:11], S.traced_texts(run)["teacher"][:11], strict=True)]
+    teacher = S.traced_texts(RunDir(tmp_path / "chunk100"))["teacher"]
+    texts = [q.prompt + t for q, t in zip(QUESTIONS[:11], teacher[:11], strict=True)]
     entry = figures["students"]["chars"]
     assert figures["n"] == 11 and entry["n_words"] == sum(len(word_spans(t)) for t in texts)
     assert figures["teacher_layers"] == entry["teacher_layers"] == ["embed", "layers.0"]
