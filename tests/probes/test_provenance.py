@@ -13,8 +13,11 @@ from kdlens.probes.provenance import (
     CATEGORIES,
     categorize,
     category_shares,
+    grouped_shares,
+    position_shares,
     sentence_probabilities,
     sentence_tokens,
+    teacher_share_correlation,
     thirds,
 )
 from kdlens.tasks.text import split_sentences
@@ -120,9 +123,13 @@ def test_a_threshold_outside_zero_to_one_is_refused(alpha):
         categorize(torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([0.5]), alpha=alpha)
 
 
-def test_thirds_split_a_trajectory_in_order():
-    assert thirds(1) == ["first"] and thirds(3) == ["first", "middle", "last"]
-    assert thirds(6) == ["first", "first", "middle", "middle", "last", "last"]
+@given(st.integers(1, 60))
+def test_thirds_split_a_trajectory_in_order_and_symmetrically(n):
+    places = thirds(n)
+    assert places == sorted(places, key=["first", "middle", "last"].index)  # in order
+    mirror = {"first": "last", "middle": "middle", "last": "first"}
+    assert [mirror[p] for p in reversed(places)] == places  # the same read from the end
+    assert all(abs(places.count(p) - n / 3) <= 1 for p in ("first", "middle", "last"))  # a third each, +- 1
 
 
 @given(st.lists(st.lists(st.sampled_from([*CATEGORIES, None]), max_size=8), min_size=1, max_size=12))
@@ -146,3 +153,38 @@ def test_the_interval_resamples_trajectories_not_sentences():
     found = category_shares(one_sided, n_resamples=2000)
     assert found["teacher"]["share"] == 0.5
     assert found["teacher"]["high"] - found["teacher"]["low"] > 0.4  # 10 clusters: wide, not as from 100 sentences
+
+
+TRAJECTORY_CATEGORIES = [["teacher", "teacher", "other"], ["student"],
+                         ["teacher", "shared", "boosted", None, "student"], ["shared", "student"]]
+
+
+def test_position_shares_count_each_third_independently():
+    found = position_shares(TRAJECTORY_CATEGORIES, n_resamples=100)
+    first = [row[i] for row in TRAJECTORY_CATEGORIES for i, w in enumerate(thirds(len(row))) if w == "first"]
+    first = [c for c in first if c is not None]
+    assert found["first"]["n_sentences"] == len(first)
+    assert found["first"]["teacher"]["share"] == pytest.approx(first.count("teacher") / len(first))
+    # last thirds: "other" (of 3), none (of 1: its middle), None and "student" (of 5: thirds 0 0 1 2 2), "student"
+    assert found["last"]["n_sentences"] == 3 and found["last"]["student"]["share"] == pytest.approx(2 / 3)
+
+
+def test_grouped_shares_are_the_shares_of_each_group():
+    labels = [True, False, True, False]
+    found = grouped_shares(TRAJECTORY_CATEGORIES, labels, n_resamples=100)
+    assert list(found) == ["True", "False"]
+    assert found["True"] == category_shares([TRAJECTORY_CATEGORIES[0], TRAJECTORY_CATEGORIES[2]], n_resamples=100)
+    with pytest.raises(ValueError, match=r"one label per trajectory \(4\)"):
+        grouped_shares(TRAJECTORY_CATEGORIES, labels[:3])
+
+
+def test_the_teacher_share_correlation_is_pearson_over_problems():
+    import numpy as np
+
+    correct = [True, False, True, False]
+    shares = [2 / 3, 0.0, 1 / 4, 0.0]
+    assert teacher_share_correlation(TRAJECTORY_CATEGORIES, correct) == pytest.approx(
+        float(np.corrcoef(shares, [1, 0, 1, 0])[0, 1]))
+    assert teacher_share_correlation(TRAJECTORY_CATEGORIES, [True] * 4) is None  # correctness does not vary
+    with pytest.raises(ValueError, match=r"one flag per trajectory"):
+        teacher_share_correlation(TRAJECTORY_CATEGORIES, correct[:1])

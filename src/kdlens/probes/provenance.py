@@ -118,13 +118,14 @@ def check_threshold(value, name: str) -> float:
 
 
 def thirds(n_sentences: int) -> list[str]:
-    """Each sentence's place in its trajectory: ``first``, ``middle`` or ``last`` third (sentence i of n falls in
-    third floor(3 i / n)).
+    """Each sentence's place in its trajectory: the ``first``, ``middle`` or ``last`` third, by where its middle
+    falls (sentence i of n: third floor(3 (i + 1/2) / n)), so the split is symmetric: a lone sentence is in the
+    middle, two are first and last.
 
-    >>> thirds(4)
-    ['first', 'first', 'middle', 'last']
+    >>> thirds(4), thirds(2)
+    (['first', 'middle', 'middle', 'last'], ['first', 'last'])
     """
-    return [("first", "middle", "last")[3 * i // n_sentences] for i in range(n_sentences)]
+    return [("first", "middle", "last")[(6 * i + 3) // (2 * n_sentences)] for i in range(n_sentences)]
 
 
 def category_shares(categories: Sequence[Sequence[str | None]], n_resamples: int = 1000, seed: int = 0,
@@ -163,3 +164,39 @@ def category_shares(categories: Sequence[Sequence[str | None]], n_resamples: int
             interval = percentile_interval(float(share[j]), draws[:, j], level)
             out[k] = {"share": interval.estimate, "low": interval.low, "high": interval.high}
     return out
+
+
+def position_shares(categories: Sequence[Sequence[str | None]], **bootstrap) -> dict[str, dict]:
+    """:func:`category_shares` of the sentences in the first, middle and last third of their trajectories
+    (:func:`thirds`)."""
+    return {third: category_shares([[c for c, where in zip(row, thirds(len(row)), strict=True) if where == third]
+                                    for row in categories], **bootstrap)
+            for third in ("first", "middle", "last")}
+
+
+def grouped_shares(categories: Sequence[Sequence[str | None]], labels: Sequence, **bootstrap) -> dict[str, dict]:
+    """:func:`category_shares` of the trajectories of each label (a right or wrong final answer, a difficulty, a
+    task), in the order the labels first appear; keys are the labels as strings."""
+    if len(labels) != len(categories):
+        V.fail("labels", f"one label per trajectory ({len(categories)})", str(len(labels)))
+    out: dict[str, dict] = {}
+    for label in dict.fromkeys(labels):
+        out[str(label)] = category_shares([row for row, mine in zip(categories, labels, strict=True) if mine == label],
+                                          **bootstrap)
+    return out
+
+
+def teacher_share_correlation(categories: Sequence[Sequence[str | None]], correct: Sequence[bool]) -> float | None:
+    """Pearson correlation, over problems, between a trajectory's share of teacher sentences and whether its final
+    answer is right (the point-biserial correlation); None when either side does not vary or no trajectory has a
+    categorised sentence."""
+    if len(correct) != len(categories):
+        V.fail("correct", f"one flag per trajectory ({len(categories)})", str(len(correct)))
+    pairs = [(sum(c == "teacher" for c in row) / n, float(right))
+             for row, right in zip(categories, correct, strict=True) if (n := sum(c is not None for c in row))]
+    if len(pairs) < 2:
+        return None
+    x, y = torch.tensor(pairs, dtype=torch.float64).T
+    if float(x.std()) == 0 or float(y.std()) == 0:
+        return None
+    return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
