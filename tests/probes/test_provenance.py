@@ -14,6 +14,7 @@ from kdlens.probes.provenance import (
     categorize,
     category_shares,
     grouped_shares,
+    mean_probabilities,
     position_shares,
     sentence_probabilities,
     sentence_tokens,
@@ -188,3 +189,15 @@ def test_the_teacher_share_correlation_is_pearson_over_problems():
     assert teacher_share_correlation(TRAJECTORY_CATEGORIES, [True] * 4) is None  # correctness does not vary
     with pytest.raises(ValueError, match=r"one flag per trajectory"):
         teacher_share_correlation(TRAJECTORY_CATEGORIES, correct[:1])
+
+
+def test_mean_probabilities_per_category_and_model():
+    categories = [["teacher", "shared"], ["teacher"]]
+    p = {"teacher": [torch.tensor([0.9, 0.5]), torch.tensor([0.7])],
+         "student": [torch.tensor([0.2, 0.5]), torch.tensor([0.4])]}
+    found = mean_probabilities(categories, p)
+    assert found["teacher"] == pytest.approx({"teacher": 0.8, "student": 0.3})
+    assert found["shared"] == {"teacher": 0.5, "student": 0.5} and found["boosted"] == {"teacher": None,
+                                                                                         "student": None}
+    with pytest.raises(ValueError, match=r"Expected `probabilities\['student'\]` to be one tensor per trajectory"):
+        mean_probabilities(categories, {"student": p["student"][:1]})

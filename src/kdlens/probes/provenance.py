@@ -200,3 +200,21 @@ def teacher_share_correlation(categories: Sequence[Sequence[str | None]], correc
     if float(x.std()) == 0 or float(y.std()) == 0:
         return None
     return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+
+
+def mean_probabilities(categories: Sequence[Sequence[str | None]], probabilities: dict[str, Sequence[torch.Tensor]]
+                       ) -> dict[str, dict[str, float | None]]:
+    """Per category, the mean sentence probability under each model (``probabilities``: model role, e.g.
+    ``"teacher"``, -> one (sentences,) tensor per trajectory), over the sentences of that category; None where the
+    category has none."""
+    out: dict[str, dict[str, float | None]] = {}
+    for k in CATEGORIES:
+        out[k] = {}
+        for role, per_trajectory in probabilities.items():
+            if len(per_trajectory) != len(categories):
+                V.fail(f"probabilities[{role!r}]", f"one tensor per trajectory ({len(categories)})",
+                       str(len(per_trajectory)))
+            values = [float(p[i]) for row, p in zip(categories, per_trajectory, strict=True)
+                      for i, c in enumerate(row) if c == k]
+            out[k][role] = sum(values) / len(values) if values else None
+    return out
