@@ -19,6 +19,7 @@ after the last sentence (a trailing newline) belong to none.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -37,11 +38,8 @@ def sentence_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
     >>> sentence_tokens([(0, 2), (2, 4), (4, 8), (8, 9)], [(0, 3), (4, 8)])  # "a b." then " cd." then "\\n"
     [0, 0, 1, -1]
     """
-    out = []
-    for start, _ in offsets:
-        owner = next((i for i, (_, end) in enumerate(spans) if start < end), -1)
-        out.append(owner)
-    return out
+    ends = [end for _, end in spans]
+    return [owner if (owner := bisect.bisect_right(ends, start)) < len(ends) else -1 for start, _ in offsets]
 
 
 def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence[str],
@@ -70,13 +68,15 @@ def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence
     out = []
     for score, sentences in zip(scores, spans, strict=True):
         owners = torch.tensor(sentence_tokens(score.offsets, sentences), dtype=torch.long)
-        logprobs = score.token_logprobs.double()
-        p = torch.full((len(sentences),), math.nan, dtype=torch.float64)
-        for i, (start, end) in enumerate(sentences):
-            mine = logprobs[owners == i]
-            if len(mine):
-                p[i] = math.exp(float(mine.sum()) / (len(mine) if per == "token" else end - start))
-        out.append(p)
+        kept = owners >= 0
+        totals = torch.zeros(len(sentences), dtype=torch.float64).index_add_(
+            0, owners[kept], score.token_logprobs.double()[kept])  # (sentences,) summed log-probabilities
+        if per == "token":
+            size = torch.bincount(owners[kept], minlength=len(sentences)).double()
+        else:
+            size = torch.tensor([end - start for start, end in sentences], dtype=torch.float64)
+        tokens = torch.bincount(owners[kept], minlength=len(sentences))
+        out.append(torch.where(tokens > 0, (totals / size.clamp_min(1)).exp(), math.nan))
     return out
 
 
