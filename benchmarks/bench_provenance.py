@@ -25,16 +25,16 @@ from bench_multiprocess import tiny_recipe
 TARGET_NAIVE, TARGET_FLOOR = 10.0, 1.5
 
 
-def trajectories(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """``n`` prompts and trajectories: each trajectory is the lab's solutions of 6 chain questions one after
-    another (about 20 sentences)."""
+def trajectories(n: int, per: int = 5, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` prompts and trajectories: each trajectory is the lab's solutions of ``per`` chain questions one after
+    another (about 20 sentences, within the tiny lab's 256 positions)."""
     from kdlens.tasks import chains
 
-    questions = chains.make_split(chains.ChainsConfig(max_steps=3), "test", 6 * n)
-    rng = random.Random(seed)
-    rng.shuffle(questions)
-    prompts = [questions[6 * i].prompt for i in range(n)]
-    texts = [" " + " ".join(chains.write_trace(q, "teacher") for q in questions[6 * i:6 * i + 6]) for i in range(n)]
+    questions = chains.make_split(chains.ChainsConfig(max_steps=3), "test", per * n)
+    random.Random(seed).shuffle(questions)
+    prompts = [questions[per * i].prompt for i in range(n)]
+    texts = [" " + " ".join(chains.write_trace(q, "teacher") for q in questions[per * i:per * (i + 1)])
+             for i in range(n)]
     return prompts, texts
 
 
