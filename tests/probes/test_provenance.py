@@ -16,6 +16,7 @@ from kdlens.probes.provenance import (
     grouped_shares,
     mean_probabilities,
     position_shares,
+    sensitivity,
     sentence_probabilities,
     sentence_tokens,
     teacher_share_correlation,
@@ -201,3 +202,22 @@ def test_mean_probabilities_per_category_and_model():
                                                                                          "student": None}
     with pytest.raises(ValueError, match=r"Expected `probabilities\['student'\]` to be one tensor per trajectory"):
         mean_probabilities(categories, {"student": p["student"][:1]})
+
+
+@given(st.lists(st.tuples(probability, probability, probability), min_size=1, max_size=30))
+def test_sensitivity_shares_move_as_the_thresholds_say(triples):
+    t, s, d = (torch.tensor(column, dtype=torch.float64) for column in zip(*triples, strict=True))
+    grid = sensitivity({"teacher": [t], "student": [s], "distilled": [d]}, [0.0, 0.05, 0.2], [0.05, 0.1, 0.3])
+    at_defaults = category_shares([categorize(t, s, d)])
+    for k in CATEGORIES:
+        assert grid["shares"][k][1][1] == pytest.approx(at_defaults[k]["share"])  # (ALPHA, BETA) on the grid
+    shared = grid["shares"]["shared"]
+    assert all(shared[i][j] <= shared[i + 1][j] + 1e-12 for i in range(2) for j in range(3))  # looser alpha
+    directed = [[grid["shares"]["teacher"][i][j] + grid["shares"]["student"][i][j] for j in range(3)]
+                for i in range(3)]
+    assert all(directed[i][j] >= directed[i][j + 1] - 1e-12 for i in range(3) for j in range(2))  # stricter beta
+
+
+def test_sensitivity_names_a_missing_model():
+    with pytest.raises(ValueError, match=r"'teacher', 'student' and 'distilled'.*\['distilled'\]"):
+        sensitivity({"teacher": [], "student": []}, [0.05], [0.1])

@@ -218,3 +218,31 @@ def mean_probabilities(categories: Sequence[Sequence[str | None]], probabilities
                       for i, c in enumerate(row) if c == k]
             out[k][role] = sum(values) / len(values) if values else None
     return out
+
+
+def sensitivity(probabilities: dict[str, Sequence[torch.Tensor]], alphas: Sequence[float],
+                betas: Sequence[float]) -> dict:
+    """How the category shares move with the thresholds: for every (alpha, beta) on the grid, the pooled share of
+    each category (the sensitivity chart's data).
+
+    Parameters
+    ----------
+    probabilities : ``{"teacher", "student", "distilled"}`` -> one (sentences,) tensor per trajectory
+    alphas, betas : the grid, each value in [0, 1]
+
+    Returns
+    -------
+    dict: ``alphas``, ``betas``, and ``shares``: category -> (alphas x betas) nested lists (None without sentences)
+    """
+    missing = sorted({"teacher", "student", "distilled"} - set(probabilities))
+    if missing:
+        V.fail("probabilities", "the keys 'teacher', 'student' and 'distilled'", f"no {missing}")
+    t, s, d = (torch.cat([p.double() for p in probabilities[k]]) if len(probabilities[k]) else
+               torch.zeros(0, dtype=torch.float64) for k in ("teacher", "student", "distilled"))
+    shares = {k: [[None] * len(betas) for _ in alphas] for k in CATEGORIES}
+    for i, alpha in enumerate(alphas):
+        for j, beta in enumerate(betas):
+            found = [c for c in categorize(t, s, d, alpha, beta) if c is not None]
+            for k in CATEGORIES:
+                shares[k][i][j] = found.count(k) / len(found) if found else None
+    return {"alphas": [float(a) for a in alphas], "betas": [float(b) for b in betas], "shares": shares}
