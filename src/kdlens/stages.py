@@ -129,9 +129,10 @@ class Parts:
         where = f"{self.splits.index(shard.split)}-" if shard.split else ""
         return f"{where}{shard.start:07d}-{shard.stop:07d}"
 
-    def load(self, shard: Shard) -> tuple[dict, str] | None:
-        """The saved state of ``shard`` and who computed it; None when none is saved (or the file is not one)."""
-        name, record = self.name(shard), [shard.split, shard.start, shard.stop]
+    def saved(self, shard: Shard) -> tuple[str, Path, dict | None] | None:
+        """Who computed the saved state of ``shard``, its file, and (a JSON part) the file's content; None when
+        none is saved, or the file's record is not this shard's. A safetensors part's tensors are not read."""
+        record, name = record_of(shard), self.name(shard)
         tensors, values = self.folder / f"{name}.safetensors", self.folder / f"{name}.json"
         try:
             if tensors.is_file():
@@ -140,20 +141,33 @@ class Parts:
                 with safe_open(str(tensors), framework="pt") as f:
                     meta = f.metadata() or {}
                 if json.loads(meta.get("kdlens.shard", "null")) == record:
-                    return io.load_tensors(tensors), meta.get("kdlens.by", "?")
+                    return meta.get("kdlens.by", "?"), tensors, None
             if values.is_file():
                 saved = io.read_json(values)
-                if isinstance(saved, dict) and saved.get("shard") == record:
-                    return saved["state"], saved.get("by", "?")
+                if isinstance(saved, dict) and saved.get("shard") == record and "state" in saved:
+                    return saved.get("by", "?"), values, saved
         except Exception:  # a file damaged after it was written is computed again, never read
             return None
         return None
+
+    def load(self, shard: Shard) -> tuple[dict, str] | None:
+        """The saved state of ``shard`` and who computed it; None when none is saved (or the file is not one)."""
+        found = self.saved(shard)
+        if found is None:
+            return None
+        by, path, content = found
+        if content is not None:
+            return content["state"], by
+        try:
+            return io.load_tensors(path), by
+        except Exception:  # torn or changed since its record was read: computed again
+            return None
 
     def compute(self, shard: Shard) -> dict:
         """Map ``shard`` now and save its state atomically."""
         state = self.stage.map(shard, self.stage_dir)
         self.mapped += 1
-        record, name = [shard.split, shard.start, shard.stop], self.name(shard)
+        record, name = record_of(shard), self.name(shard)
         if state and all(isinstance(v, torch.Tensor) for v in state.values()):
             io.save_tensors(self.folder / f"{name}.safetensors", state,
                             metadata={"kdlens.shard": json.dumps(record), "kdlens.by": self.who})
@@ -165,14 +179,15 @@ class Parts:
         """Map this process's share of the shards that are not saved yet (stopping early once ``still_wanted()``
         says another process finished the stage)."""
         for shard in world.share(self.stage.shards):
-            if self.load(shard) is None:
+            if self.saved(shard) is None:
                 if not still_wanted():
                     return
                 self.compute(shard)
 
     def gather(self) -> tuple[list[dict], list[dict]]:
         """Every shard's state in shard order (mapping here any that no process saved) and the manifest's record
-        of what each covered and who computed it."""
+        of what each covered and who computed it. Each part read is its planned shard's (its record says so), and
+        the planned shards cover every example once (checked when the stage was made)."""
         states, covered = [], []
         for shard in self.stage.shards:
             found = self.load(shard)
@@ -180,12 +195,12 @@ class Parts:
             states.append(state)
             covered.append({"examples": [shard.start, shard.stop], **({"split": shard.split} if shard.split else {}),
                             "by": by})
-        shards = [Shard(c["examples"][0], c["examples"][1], c.get("split", "")) for c in covered]
-        problem = tiling_problem(shards, self.stage.examples)
-        if problem is not None:
-            raise ValueError(f"Expected the parts of stage {self.stage.name} to cover every example once, but its "
-                             f"{problem}. Remove {self.folder} and run the audit again.")
         return states, covered
+
+
+def record_of(shard: Shard) -> list:
+    """What a part records of the shard it holds: ``[split, start, stop]``."""
+    return [shard.split, shard.start, shard.stop]
 
 
 class SharesMissing(ValueError):
@@ -324,7 +339,7 @@ class StageRunner:
             started = time.perf_counter()
             parts = Parts(stage, stage_dir, digest, self.world.who) if stage.map is not None else None
             if parts is not None and self.merge_only:
-                missing = [shard for shard in stage.shards if parts.load(shard) is None]
+                missing = [shard for shard in stage.shards if parts.saved(shard) is None]
                 if missing:
                     raise SharesMissing(stage.name, len(missing), len(stage.shards))
             if parts is not None and self.world.collective:
@@ -334,8 +349,7 @@ class StageRunner:
                 self.mapped[stage.name] = parts.mapped
         if not self.world.writes:
             self.manifest = self.run_dir.manifest()
-        record = self.manifest["stages"][stage.name]
-        return {k: v for k, v in record.items() if k not in ("inputs", "done", "files", "shards")}, cached
+        return summary_of(self.manifest["stages"][stage.name]), cached
 
     def _begin(self, stage: Stage, stage_dir: StageDir, digest: str) -> bool:
         """Whether the stage is done on these inputs with its files intact; if not, its folder is made ready (old
@@ -383,8 +397,7 @@ class StageRunner:
                     and self.run_dir.stage(stage.name).damage() is None)
 
         if done():
-            record = self.run_dir.manifest()["stages"][stage.name]
-            return {k: v for k, v in record.items() if k not in ("inputs", "done", "files", "shards")}, True
+            return summary_of(self.run_dir.manifest()["stages"][stage.name]), True
         if stage.map is None:
             raise ShareDone(stage.name, [name for name, status in self.status.items() if status == "mapped"])
         parts = Parts(stage, stage_dir, digest, self.world.who)
@@ -401,6 +414,11 @@ class StageRunner:
                 self.on_say(text)
 
         return say
+
+
+def summary_of(record: dict) -> dict:
+    """A stage's manifest record without the runner's bookkeeping: what :meth:`StageRunner.run` returns."""
+    return {k: v for k, v in record.items() if k not in ("inputs", "done", "files", "shards")}
 
 
 def run_stage(run_dir: str | Path | RunDir, stage: Stage, progress: bool = False) -> dict:

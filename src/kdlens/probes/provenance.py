@@ -71,11 +71,8 @@ def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence
         kept = owners >= 0
         totals = torch.zeros(len(sentences), dtype=torch.float64).index_add_(
             0, owners[kept], score.token_logprobs.double()[kept])  # (sentences,) summed log-probabilities
-        if per == "token":
-            size = torch.bincount(owners[kept], minlength=len(sentences)).double()
-        else:
-            size = torch.tensor([end - start for start, end in sentences], dtype=torch.float64)
-        tokens = torch.bincount(owners[kept], minlength=len(sentences))
+        tokens = torch.bincount(owners[kept], minlength=len(sentences))  # (sentences,) tokens each
+        size = tokens.double() if per == "token" else torch.tensor([b - a for a, b in sentences], dtype=torch.float64)
         out.append(torch.where(tokens > 0, (totals / size.clamp_min(1)).exp(), math.nan))
     return out
 
