@@ -16,6 +16,7 @@ from kdlens.probes.provenance import (
     grouped_shares,
     mean_probabilities,
     position_shares,
+    segment,
     sensitivity,
     sentence_probabilities,
     sentence_tokens,
@@ -37,7 +38,7 @@ def naive(model, prompt: str, trajectory: str, spans, per: str = "token") -> lis
     texty = [t for t, (a, b) in enumerate(encoding.offsets) if b > a]
     first = next(t for t in texty if encoding.offsets[t][1] > seam)
     tokens = list(range(first, texty[-1] + 1))
-    owners = sentence_tokens([(max(encoding.offsets[t][0] - seam, 0), 0) for t in tokens], spans)
+    owners = sentence_tokens([(max(encoding.offsets[t][0] - seam, 0), 0) for t in tokens], spans, trajectory)
     out = []
     for i, (start, end) in enumerate(spans):
         mine = [t for t, owner in zip(tokens, owners, strict=True) if owner == i]
@@ -61,29 +62,45 @@ def test_one_pass_per_trajectory_equals_rescoring_each_sentence(make, per):
         assert p.tolist() == pytest.approx(naive(model, prompt, trajectory, sentences, per), rel=1e-5)
 
 
+def test_think_markers_are_boundaries_and_belong_to_no_sentence():
+    text = "<think>\nx = 1. y = 2\n</think>\nso 3.\n"
+    assert [text[a:b] for a, b in segment(text)] == ["x = 1.", "y = 2", "so 3."]
+    assert [text[a:b] for a, b in segment(text, think=None)] == ["<think>", "x = 1.", "y = 2", "</think>", "so 3."]
+    lines = "a. b; c\nd"
+    assert [lines[a:b] for a, b in segment(lines, terminators="\n")] == ["a. b; c", "d"]
+    with pytest.raises(ValueError, match=r"Expected `think` to be two non-empty marker strings"):
+        segment(text, think=("<think>", ""))
+    with pytest.raises(ValueError, match=r"Expected `terminators` to be a non-empty str"):
+        segment(text, terminators="")
+
+
 def test_a_token_belongs_to_the_sentence_its_first_character_lies_in():
     text = "x = 1.\n y = 2. done"
     _, spans = split_sentences(text)  # "x = 1." (0, 6), "y = 2." (8, 14), "done" (15, 19)
     offsets = [(0, 1), (5, 7), (7, 9), (13, 16), (16, 19), (19, 20)]  # ".\n" and " y" straddle, "." + " d" too
-    assert sentence_tokens(offsets, spans) == [0, 0, 1, 1, 2, -1]
+    assert sentence_tokens(offsets, spans, text) == [0, 0, 1, 1, 2, -1]
 
 
-@given(st.lists(st.integers(1, 6), min_size=1, max_size=6), st.lists(st.integers(1, 5), min_size=1, max_size=30))
-def test_every_token_has_the_sentence_whose_region_holds_its_start(sentence_lengths, token_lengths):
-    spans, at = [], 0
-    for length in sentence_lengths:  # one space between sentences
-        spans.append((at + 1, at + 1 + length))
-        at += 1 + length
+@given(st.lists(st.tuples(st.sampled_from(["", " ", "\n ", "#", " # ", "</think>\n"]), st.integers(1, 6)),
+                min_size=1, max_size=6),
+       st.sampled_from(["", "\n", " #"]), st.lists(st.integers(1, 5), min_size=1, max_size=40))
+def test_every_token_has_the_sentence_its_first_character_opens_or_lies_in(sentences, tail, token_lengths):
+    text, spans = "", []
+    for gap, length in sentences:  # gaps of whitespace, of other text, or of both
+        text += gap
+        spans.append((len(text), len(text) + length))
+        text += "a" * length
+    text += tail
     offsets, at = [], 0
     for length in token_lengths:
-        offsets.append((at, at + length))
+        if at >= len(text):
+            break
+        offsets.append((at, min(at + length, len(text))))
         at += length
-    owners = sentence_tokens(offsets, spans)
-    for (start, _), owner in zip(offsets, owners, strict=True):
-        if owner == -1:
-            assert start >= spans[-1][1]
-        else:
-            assert start < spans[owner][1] and (owner == 0 or start >= spans[owner - 1][1])
+    for (start, _), owner in zip(offsets, sentence_tokens(offsets, spans, text), strict=True):
+        inside = [i for i, (a, b) in enumerate(spans) if a <= start < b]
+        opens = [i for i, (a, _) in enumerate(spans) if start < a and text[start:a].isspace()]
+        assert owner == (inside or opens or [-1])[0]
 
 
 probability = st.floats(0, 1, allow_nan=False)

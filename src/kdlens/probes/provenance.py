@@ -13,33 +13,77 @@ One forward pass per model per trajectory: every sentence shares the growing pre
 trajectory once (:meth:`~kdlens.subjects.LanguageModel.score`, batched, bounded memory at real vocabularies) and each
 token's log-probability goes to its sentence. Tokenizers may differ: each model scores with its own tokens, mapped
 to the sentences through character offsets. A token belongs to the sentence in which its first character lies;
-whitespace between two sentences counts with the sentence after it (so " The" opens the next sentence), and tokens
-after the last sentence (a trailing newline) belong to none.
+whitespace just before a sentence counts with it (so " The" opens the next sentence), and a token that starts in
+other text between sentences (a ``<think>`` marker) or after the last sentence (a trailing newline) belongs to none:
+it is context, never scored. Sentences are cut by :func:`segment` (sentence punctuation and newlines; ``<think>``
+markers are boundaries), configurable.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Sequence
 
 import torch
 
 from kdlens import validation as V
+from kdlens.tasks.answers import THINK
+from kdlens.tasks.text import TERMINATORS, split_sentences
 
 CATEGORIES = ("shared", "teacher", "student", "boosted", "other")
 ALPHA, BETA = 0.05, 0.1  # BETA as in the paper; ALPHA (not given there) half of it: "within 5 points" reads as shared
 
 
-def sentence_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
-    """The sentence each token belongs to (-1: none), from the tokens' (start, end) character offsets and the
-    sentences' spans in the same text (sorted, not overlapping).
+def segment(text: str, terminators: str = TERMINATORS, think: tuple[str, str] | None = THINK
+            ) -> list[tuple[int, int]]:
+    """The sentences (actions) of a trajectory as (start, end) character spans, end exclusive: the text is cut after
+    each of ``terminators`` (:func:`kdlens.tasks.text.split_sentences`: a decimal point is no end, surrounding
+    whitespace is left out, a piece without a letter or digit is no sentence), and at each ``think`` marker
+    (``<think>``, ``</think>`` by default; None: none), which belongs to no sentence, so no sentence runs across the
+    start or the end of a reasoning block.
 
-    >>> sentence_tokens([(0, 2), (2, 4), (4, 8), (8, 9)], [(0, 3), (4, 8)])  # "a b." then " cd." then "\\n"
+    >>> text = "<think>a = 1. b = 2</think> so 3."
+    >>> [text[a:b] for a, b in segment(text)]
+    ['a = 1.', 'b = 2', 'so 3.']
+    """
+    if think is not None and (len(think) != 2 or not all(isinstance(m, str) and m for m in think)):
+        V.fail("think", "two non-empty marker strings, e.g. ('<think>', '</think>'), or None", repr(think))
+    cuts = [0]  # alternating piece starts and ends: the markers lie between them
+    if think is not None:
+        marker = re.compile("|".join(re.escape(m) for m in sorted(set(think), key=len, reverse=True)))
+        for found in marker.finditer(text):
+            cuts += [found.start(), found.end()]
+    cuts.append(len(text))
+    spans = []
+    for start, end in zip(cuts[::2], cuts[1::2], strict=True):
+        spans += [(start + a, start + b) for a, b in split_sentences(text[start:end], terminators)[1]]
+    return spans
+
+
+def sentence_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], text: str) -> list[int]:
+    """The sentence each token belongs to (-1: none), from the tokens' (start, end) character offsets into ``text``
+    and the sentences' spans in it (sorted, not overlapping): the sentence in which the token's first character
+    lies, the whitespace just before a sentence counting as its own (" The" opens the next sentence). A token that
+    starts in other text between sentences (a ``<think>`` marker, stray punctuation) or after the last belongs to
+    none.
+
+    >>> sentence_tokens([(0, 2), (2, 4), (4, 8), (8, 9)], [(0, 3), (4, 8)], "a b. cd.\\n")
     [0, 0, 1, -1]
     """
     ends = [end for _, end in spans]
-    return [owner if (owner := bisect.bisect_right(ends, start)) < len(ends) else -1 for start, _ in offsets]
+    owned_from = []  # each sentence's first character, moved back over the whitespace before it
+    for i, (start, _) in enumerate(spans):
+        floor = ends[i - 1] if i else 0
+        while start > floor and text[start - 1].isspace():
+            start -= 1
+        owned_from.append(start)
+    out = []
+    for start, _ in offsets:
+        owner = bisect.bisect_right(ends, start)
+        out.append(owner if owner < len(ends) and start >= owned_from[owner] else -1)
+    return out
 
 
 def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence[str],
@@ -66,8 +110,8 @@ def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence
                f"{len(prompts)}, {len(trajectories)} and {len(spans)}")
     scores = model.score(list(prompts), list(trajectories), batch_size=batch_size)
     out = []
-    for score, sentences in zip(scores, spans, strict=True):
-        owners = torch.tensor(sentence_tokens(score.offsets, sentences), dtype=torch.long)
+    for score, trajectory, sentences in zip(scores, trajectories, spans, strict=True):
+        owners = torch.tensor(sentence_tokens(score.offsets, sentences, trajectory), dtype=torch.long)
         kept = owners >= 0
         totals = torch.zeros(len(sentences), dtype=torch.float64).index_add_(
             0, owners[kept], score.token_logprobs.double()[kept])  # (sentences,) summed log-probabilities

@@ -7,6 +7,7 @@ vocabulary; the parsing here is more forgiving (``b=7;`` reads like ``b = 7 ;``)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -23,8 +24,7 @@ STYLES = ("teacher", "student")
 CHUNK = 1024  # examples per seeded stream: the first k of a split do not depend on n
 
 Example = TypeVar("Example")
-_TERMINATORS = ".;?!\n"
-_SENTENCE = re.compile(r"(?:[^.;?!\n]|(?<![^\W\d])\.(?=\d))*(?:[.;?!\n]|$)")  # 3.5 and .5 keep their point
+TERMINATORS = ".;?!\n"  # what ends a sentence by default
 _PUNCTUATION = re.compile(r"([.,;:?!=+\-*()])")
 _ANSWER = re.compile(r"\banswer\b(?: is| =| :)? (.+)$")
 
@@ -66,11 +66,24 @@ def normalize(text: str) -> str:
 
 def strip_terminator(sentence: str) -> str:
     """A normalised sentence without its closing ``.``, ``;``, ``?`` or ``!``."""
-    return sentence.rstrip(_TERMINATORS + " ")
+    return sentence.rstrip(TERMINATORS + " ")
 
 
-def split_sentences(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Split ``text`` after each ``.``, ``;``, ``?``, ``!`` or newline into sentences and their character spans.
+@functools.lru_cache(maxsize=16)
+def sentence_pattern(terminators: str = TERMINATORS) -> re.Pattern:
+    """A sentence: everything up to and including the next of ``terminators`` (or the end of the text); a ``.``
+    with a digit after it and no letter before it is a decimal point, not an end (``3.5`` and ``.5`` keep it)."""
+    if not isinstance(terminators, str) or not terminators:
+        fail("terminators", "a non-empty str of the characters that end a sentence", repr(terminators),
+             f"The default is {TERMINATORS!r}.")
+    marks = "".join(re.escape(ch) for ch in dict.fromkeys(terminators))
+    decimal = r"|(?<![^\W\d])\.(?=\d)" if "." in terminators else ""
+    return re.compile(rf"(?:[^{marks}]{decimal})*(?:[{marks}]|$)")
+
+
+def split_sentences(text: str, terminators: str = TERMINATORS) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split ``text`` after each of ``terminators`` (default ``.``, ``;``, ``?``, ``!`` and newline) into sentences
+    and their character spans.
 
     A sentence keeps its terminator, loses surrounding whitespace, and needs at least one letter or digit (stray
     punctuation is skipped). A decimal point is no terminator: a ``.`` with a digit after it and no letter before it
@@ -89,7 +102,7 @@ def split_sentences(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     ['3.5 * 2 = 7.', 'Step 2.5 costs $.50.']
     """
     sentences, spans = [], []
-    for match in _SENTENCE.finditer(text):
+    for match in sentence_pattern(terminators).finditer(text):
         piece = match.group()
         if not any(ch.isalnum() for ch in piece):
             continue
