@@ -287,3 +287,59 @@ def sensitivity(probabilities: dict[str, Sequence[torch.Tensor]], alphas: Sequen
             for k in CATEGORIES:
                 shares[k][i][j] = found.count(k) / len(found) if found else None
     return {"alphas": [float(a) for a in alphas], "betas": [float(b) for b in betas], "shares": shares}
+
+
+def share_difference(categories: Sequence[Sequence[str | None]], first: Sequence[Sequence[bool]],
+                     second: Sequence[Sequence[bool]], category: str = "teacher", n_resamples: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> dict:
+    """The share of ``category`` among the sentences ``first`` picks minus its share among those ``second`` picks
+    (each: per trajectory, per sentence, a flag), pooled over trajectories, with a percentile-bootstrap interval
+    that resamples whole trajectories: e.g. the first third against the last third of every trajectory, or the
+    sentences of right answers against those of wrong ones.
+
+    Returns
+    -------
+    dict: ``difference``, ``low``, ``high`` (None where a side has no categorised sentence, or no interval from
+    fewer than two trajectories), and ``first`` / ``second``: the two pooled shares
+    """
+    from kdlens.measures.resampling import bootstrap_indices, percentile_interval
+
+    V.check_choice(category, "category", CATEGORIES)
+    if not (len(categories) == len(first) == len(second)):
+        V.fail("first` and `second", f"one list of flags per trajectory ({len(categories)})",
+               f"{len(first)} and {len(second)}")
+    counts = torch.tensor([[sum(c == category and a for c, a in zip(row, pa, strict=True)),
+                            sum(c is not None and a for c, a in zip(row, pa, strict=True)),
+                            sum(c == category and b for c, b in zip(row, pb, strict=True)),
+                            sum(c is not None and b for c, b in zip(row, pb, strict=True))]
+                           for row, pa, pb in zip(categories, first, second, strict=True)],
+                          dtype=torch.float64).reshape(-1, 4)  # (trajectories, [mine, all] x [first, second])
+
+    def difference(totals: torch.Tensor) -> torch.Tensor:  # (..., 4) -> (...,); NaN where a side is empty
+        return totals[..., 0] / totals[..., 1] - totals[..., 2] / totals[..., 3]
+
+    totals = counts.sum(0)
+    out = {"first": float(totals[0] / totals[1]) if totals[1] else None,
+           "second": float(totals[2] / totals[3]) if totals[3] else None,
+           "difference": None, "low": None, "high": None}
+    if out["first"] is None or out["second"] is None:
+        return out
+    out["difference"] = float(difference(totals))
+    if len(categories) >= 2:
+        draws = torch.cat([difference(counts[rows].sum(1))
+                           for rows in bootstrap_indices(len(categories), n_resamples, seed, chunk=256)])
+        draws = draws[~torch.isnan(draws)]  # a resample with one side empty says nothing of the difference
+        if len(draws):
+            interval = percentile_interval(out["difference"], draws, level)
+            out["low"], out["high"] = interval.low, interval.high
+    return out
+
+
+def fits(model, prompts: Sequence[str], trajectories: Sequence[str]) -> list[bool]:
+    """Whether each ``prompt + trajectory`` fits ``model``'s context (its ``max_positions``; always, without one)."""
+    limit = model.max_positions
+    if limit is None:
+        return [True] * len(prompts)
+    ids = model.tokenizer([p + t for p, t in zip(prompts, trajectories, strict=True)],
+                          add_special_tokens=True)["input_ids"]
+    return [len(row) <= limit for row in ids]

@@ -404,8 +404,10 @@ def line_chart(x: list[float], series: dict[str, list[float | None]], xlabel: st
         return _finish(fig, ax, title, xlabel, ylabel)
 
 
-def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylabel: str, title: str = "") -> str:
-    """Grouped bars: one group per category, one bar per series; legend beside the axes.
+def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylabel: str, title: str = "",
+              intervals: dict[str, tuple[list[float | None], list[float | None]]] | None = None) -> str:
+    """Grouped bars: one group per category, one bar per series, each with its interval when given; legend beside
+    the axes.
 
     Parameters
     ----------
@@ -416,6 +418,9 @@ def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylab
     ylabel : str
         Axis label with units.
     title : str, optional
+    intervals : dict[str, (list, list)], optional
+        ``intervals[model]``: the (low, high) ends of each bar's interval, shape (n,) each, drawn as an error bar
+        (None: none for that bar); the bar must lie within its interval.
 
     Returns
     -------
@@ -432,6 +437,7 @@ def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylab
     _mapping(series, "series", "value lists keyed by series name")
     ylabel, title = _text(ylabel, "ylabel"), _text(title, "title")
     ys = {name: _values(y, f"series[{name!r}]", len(categories), "category") for name, y in series.items()}
+    ends = {name: _interval_ends(value, name, ys, len(categories)) for name, value in (intervals or {}).items()}
 
     width = 0.8 / len(ys)
     centres = np.arange(len(categories))  # (n,)
@@ -439,10 +445,15 @@ def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylab
         fig = Figure(figsize=(4.5, 3.5), layout="constrained")
         ax = fig.add_subplot()
         handles = []
-        for i, y in enumerate(ys.values()):
+        for i, (name, y) in enumerate(ys.items()):
             keep = ~np.isnan(y)
             offsets = centres - 0.4 + width * (i + 0.5)
             ax.bar(offsets[keep], y[keep], width, color=f"C{i % 10}", edgecolor="white", lw=0.4)
+            if name in ends:
+                low, high = ends[name]
+                drawn = keep & ~np.isnan(low) & ~np.isnan(high)
+                ax.errorbar(offsets[drawn], y[drawn], yerr=[y[drawn] - low[drawn], high[drawn] - y[drawn]],
+                            fmt="none", ecolor="#333333", elinewidth=0.8, capsize=2)
             handles.append(Patch(color=f"C{i % 10}"))  # a proxy: a series with no bars still gets its entry
         long_names = max(len(c) for c in categories) > 8
         ax.set_xticks(centres, categories, rotation=30 if long_names else 0, ha="right" if long_names else "center")
@@ -450,3 +461,18 @@ def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylab
         ax.grid(axis="y", alpha=0.3, lw=0.5)
         _legend_beside(ax, handles, list(ys))
         return _finish(fig, ax, title, "", ylabel)
+
+
+def _interval_ends(value, name: str, ys: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of series ``name``'s intervals, shape (n,) each, NaN where missing; each holding its bar."""
+    if name not in ys:
+        fail(f"intervals key {name!r}", f"one of the series ({', '.join(map(repr, ys))})", repr(name))
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        fail(f"intervals[{name!r}]", "a (low, high) pair of lists", type(value).__name__, error=TypeError)
+    low, high = (_values(v, f"intervals[{name!r}][{j}]", n, "category") for j, v in enumerate(value))
+    y = ys[name]
+    outside = ~np.isnan(low) & ~np.isnan(high) & ~np.isnan(y) & ((low > y + 1e-12) | (high < y - 1e-12))
+    if outside.any():
+        j = int(np.flatnonzero(outside)[0])
+        fail(f"intervals[{name!r}]", "intervals that hold their bar", f"[{low[j]}, {high[j]}] around {y[j]}")
+    return low, high

@@ -14,31 +14,9 @@ from kdlens.probes import traces as T
 from kdlens.rundir import RunDir
 from kdlens.subjects import LanguageModel
 from kdlens.tasks import babi, chains
+from tests.audit.lm.labs import STUDENTS, lab_config
 from tests.lab.test_lm import tiny
 from tests.probes.test_lm_representations import char_lm
-
-STUDENTS = ["base_student", "seq_kd", "token_fkl_t2"]
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lm_recipe")
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny().model_dump(mode="json")))
-    return {"path": str(path), "root": str(folder / "labs")}
-
-
-def lab_config(recipe, run_dir, students=STUDENTS, **overrides) -> dict:
-    source = {"lab": "lm", "lab_root": recipe["root"], "lab_recipe": recipe["path"]}
-    return {"run_dir": str(run_dir), "data": {"task": "reasoning", "n": 10},
-            "teacher": source, "students": {n: {**source, "lab_model": n} for n in students},
-            "probes": {"traces": {"max_new_tokens": 30}, "representations": {"n": 6}}, **overrides}
-
-
-@pytest.fixture(scope="module")
-def audited(recipe, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("lm_audit") / "run"
-    return run_dir, audit.run(lab_config(recipe, run_dir), progress=False)
 
 
 def test_every_student_has_every_key_and_the_data_comes_from_the_lab_recipe(audited):

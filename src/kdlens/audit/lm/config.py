@@ -15,10 +15,12 @@ from typing import Annotated, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from kdlens.audit.config import AuditSettings
-from kdlens.config import StrictModel
+from kdlens.config import StrictModel, did_you_mean
+from kdlens.probes.provenance import ALPHA, BETA
 from kdlens.tasks.answers import COMPARISONS, EXTRACTORS, THINK
 from kdlens.tasks.babi import BabiConfig
 from kdlens.tasks.chains import ChainsConfig
+from kdlens.tasks.text import TERMINATORS
 
 
 class ReasoningAuditData(StrictModel):
@@ -191,10 +193,56 @@ class LMRepresentationsProbe(StrictModel):
     batch_size: int = Field(16, ge=1, le=4096)
 
 
+class Segmentation(StrictModel):
+    """How a trace is cut into sentences (the provenance probe's actions)."""
+
+    terminators: str = Field(TERMINATORS, min_length=1, description="characters that end a sentence (a decimal "
+                             "point does not)")
+    think: tuple[str, str] | None = Field(THINK, description="reasoning-block markers: boundaries that belong to "
+                                          "no sentence (null: none)")
+
+    @model_validator(mode="after")
+    def _markers(self):
+        if self.think is not None and not all(self.think):
+            raise ValueError("think markers must be two non-empty strings, e.g. ['<think>', '</think>'], or null")
+        return self
+
+
+class ProvenanceProbe(StrictModel):
+    """Where each sentence of every other student's traces came from (Liu et al. 2025): each sentence scored under
+    the teacher, the original student (before distillation) and the student itself; runs when ``original_student``
+    names one of the students."""
+
+    original_student: str | None = Field(None, description="the student before distillation (one of students:)")
+    alpha: float = Field(ALPHA, ge=0, le=1, description="shared: all three probabilities within alpha")
+    beta: float = Field(BETA, ge=0, le=1, description="teacher / student: p_T - p_S above beta (or below -beta)")
+    per: Literal["token", "character"] = Field("token", description="token: exp of the mean token log-probability "
+                                                "(the paper's); character: per character (tokenizer-free)")
+    n: int | None = Field(200, ge=1, le=100_000, description="the first n questions, tasks in order (all when fewer)")
+    batch_size: int = Field(16, ge=1, le=4096)
+    segmentation: Segmentation = Field(default_factory=Segmentation)
+    alphas: list[float] = Field([0.0, 0.025, 0.05, 0.1, 0.15, 0.2], min_length=1, description="the sensitivity "
+                                "chart's alphas")
+    betas: list[float] = Field([0.05, 0.1, 0.15, 0.2, 0.3], min_length=1, description="the sensitivity chart's betas")
+    n_resamples: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples of trajectories")
+
+    @model_validator(mode="after")
+    def _grid(self):
+        bad = [v for v in (*self.alphas, *self.betas) if not 0 <= v <= 1]
+        if bad:
+            raise ValueError(f"alphas and betas are differences of probabilities, in [0, 1], but got {bad[0]}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.original_student is not None
+
+
 class LMProbes(StrictModel):
     traces: TracesProbe = Field(default_factory=TracesProbe)
     calibration: AnswerCalibrationProbe = Field(default_factory=AnswerCalibrationProbe)
     representations: LMRepresentationsProbe = Field(default_factory=LMRepresentationsProbe)
+    provenance: ProvenanceProbe = Field(default_factory=ProvenanceProbe)
 
 
 class LMAuditConfig(AuditSettings):
@@ -210,7 +258,22 @@ class LMAuditConfig(AuditSettings):
             raise ValueError("'teacher' names the teacher; give students other names")
         for name in self.students:
             check_model_name(name)
+        if self.students:
+            check_original_student(self.probes.provenance.original_student, list(self.students))
         return self
+
+
+def check_original_student(name: str | None, students: list[str]) -> None:
+    """``probes.provenance.original_student`` names one of the students, and another student is left to trace."""
+    if name is None:
+        return
+    if name not in students:
+        raise ValueError(f"probes.provenance.original_student is {name!r}, which is none of the students "
+                         f"({', '.join(students)}).{did_you_mean(name, students)} Give the student before "
+                         f"distillation, audited beside the others.")
+    if len(students) < 2:
+        raise ValueError(f"probes.provenance.original_student is {name!r}, the only student: provenance traces the "
+                         f"sentences of distilled students, so add at least one more student")
 
 
 def check_model_name(name: str) -> None:

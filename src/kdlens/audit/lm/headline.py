@@ -125,6 +125,22 @@ def pick_samples(rows: list[dict], models: list[str], per_kind: int) -> dict:
     return out
 
 
+PROVENANCE_KEYS = ("n_questions", "n_scored", "not_scored", "overall", "by_position", "by_correctness", "by_task",
+                   "by_difficulty", "mean_probabilities", "teacher_share_correlation", "early_vs_late",
+                   "right_vs_wrong")
+
+
+def provenance_section(figures: dict | None) -> dict | None:
+    """``results.json``'s ``provenance``: the settings and, per distilled student, the category shares with their
+    intervals (overall, by position, by correctness, by task and difficulty) and the two findings; the sensitivity
+    grid stays in the stage's figures. None when the probe did not run."""
+    if figures is None:
+        return None
+    settings = {k: figures[k] for k in ("original_student", "per", "alpha", "beta", "segmentation")}
+    return {**settings, "students": {name: {k: entry[k] for k in PROVENANCE_KEYS}
+                                     for name, entry in figures["students"].items()}}
+
+
 def headline(run: RunDir, data: dict, students: list[str], sections: dict, samples: int = 3) -> Headline:
     """The headline of a language-model audit from its run directory (its ``traces`` stage done): ``data`` as given,
     the teacher's and every student's metrics, and the sections (``thresholds``, ``breakdowns`` by number of steps,
@@ -139,4 +155,5 @@ def headline(run: RunDir, data: dict, students: list[str], sections: dict, sampl
     return Headline(data, teacher, metrics, {
         "thresholds": None, "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students]),
                                            "categories": steps_breakdown(traces, [TEACHER, *students], "category")},
-        "samples": pick_samples(rows, [TEACHER, *students], samples), **sections})
+        "samples": pick_samples(rows, [TEACHER, *students], samples),
+        "provenance": provenance_section(run.stage("provenance").figures()), **sections})

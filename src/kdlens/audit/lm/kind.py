@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from kdlens.audit.common import TEACHER
 from kdlens.audit.kind import Headline, Prepared
-from kdlens.audit.lm.config import LMAuditConfig, QuestionsAuditData, check_model_name
+from kdlens.audit.lm import provenance
+from kdlens.audit.lm.config import LMAuditConfig, QuestionsAuditData, check_model_name, check_original_student
 from kdlens.audit.lm.data import load_questions, prompted
 from kdlens.audit.lm.headline import headline
 from kdlens.audit.lm.stages import calibration_stage, generation_stage, representations_stage, traces_stage
@@ -75,7 +76,7 @@ class LanguageModelKind:
     name = "lm"
     config_type = LMAuditConfig
     tasks = ("reasoning", "questions")
-    lines = ("traces", "calibration", "representations")
+    lines = ("traces", "calibration", "representations", "provenance")
 
     def prepare(self, config: LMAuditConfig, teacher, students, baselines, progress: bool,
                 device: str = "cpu") -> Prepared:
@@ -84,6 +85,8 @@ class LanguageModelKind:
                              f"{sorted(baselines)}. Pass them as students to see them beside the others.")
         config = _lab_tasks(config)
         bare = load_questions(config.data)
+        names = list(students) if students is not None else list(config.students)
+        check_original_student(config.probes.provenance.original_student, names)
         models = _models(config, teacher, students, progress, device)
         for model in models.values():
             model.model.eval()
@@ -117,6 +120,14 @@ class LanguageModelKind:
                                              probes.representations.batch_size))
         else:
             runner.skip("representations")
+        if probes.provenance.enabled:
+            with runner.line("provenance"):
+                runner.run(provenance.scores_stage(run, models, asked, probes.provenance), line="provenance")
+                upstream = {name: runner.inputs_hash(name) for name in ("traces", "provenance-scores")}
+                runner.run(provenance.shares_stage(run, probes.provenance, upstream), line="provenance")
+        else:
+            runner.skip("provenance-scores")
+            runner.skip("provenance")
 
     def headline(self, audit: Prepared, run: RunDir) -> Headline:
         config, n = audit.config, len(audit.extra["questions"])
