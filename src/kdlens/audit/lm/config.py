@@ -218,7 +218,7 @@ class ProvenanceProbe(StrictModel):
     beta: float = Field(BETA, ge=0, le=1, description="teacher / student: p_T - p_S above beta (or below -beta)")
     per: Literal["token", "character"] = Field("token", description="token: exp of the mean token log-probability "
                                                 "(the paper's); character: per character (tokenizer-free)")
-    n: int | None = Field(200, ge=1, le=100_000, description="the first n questions, tasks in order (all when fewer)")
+    n: int | None = Field(None, ge=1, le=100_000, description="the first n questions, tasks in order (null: all)")
     batch_size: int = Field(16, ge=1, le=4096)
     segmentation: Segmentation = Field(default_factory=Segmentation)
     alphas: list[float] = Field([0.0, 0.025, 0.05, 0.1, 0.15, 0.2], min_length=1, description="the sensitivity "

@@ -58,7 +58,7 @@ def scores_stage(run: RunDir, models: dict[str, LanguageModel], asked: dict[str,
               "per": settings.per, "segmentation": cut.model_dump(mode="json")}
 
     def map_chunk(chunk: Shard, stage_dir: StageDir) -> dict:
-        stage_dir.say(f"provenance: {chunk.start}/{count} questions")
+        stage_dir.say(f"scoring sentences: {chunk.start}/{count} traces")
         state = {}
         for d, playing in cast.items():
             mine = range(chunk.start, chunk.stop)
