@@ -212,6 +212,29 @@ def audit(
         _report(Path(parsed.run_dir))
 
 
+@app.command("select")
+@user_errors
+def select_command(
+    config: Path = typer.Argument(..., help="YAML: run_dir, teacher, student, data, k, beta, methods."),
+    quiet: bool = typer.Option(False, help="No progress display."),
+) -> None:
+    """Choose distillation data: k sampled teacher responses per problem, each sentence classified with the teacher
+    and the original student; keep the response with the most teacher sentences (and each baseline's pick).
+    Writes every selection as JSONL and a `datasets` folder (run it again to resume; done stages load)."""
+    from kdlens.select.run import as_select_config, select
+
+    found = select(as_select_config(config), progress=not quiet)
+    table = Table(title=f"selections of {found['n_usable']} of {found['n_problems']} problems (k = {found['k']})")
+    for column in ("method", "examples", "tokens", "sentences", "teacher sentences", "teacher share", "IFD"):
+        table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
+    for method, e in found["methods"].items():
+        table.add_row(method, str(e["examples"]), str(e["tokens"]),
+                      *("-" if e[k] is None else f"{e[k]:.3f}" for k in ("sentences", "teacher_sentences",
+                                                                       "teacher_share", "ifd")))
+    console.print(table)
+    console.print(f"selections: {escape(found['folder'])}/<method>.jsonl and <method>/ (datasets.load_from_disk)")
+
+
 @app.command("report")
 @user_errors
 def report_command(

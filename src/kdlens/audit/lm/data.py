@@ -13,11 +13,22 @@ from kdlens.audit.lm.config import AnswerSettings, QuestionsAuditData, Reasoning
 from kdlens.probes import traces as T
 from kdlens.subjects.lm import LanguageModel
 from kdlens.subjects.lm.chat import chat_prompt, check_chat
+from kdlens.subjects.sources import task_defaults
 from kdlens.tasks import babi, chains
 from kdlens.tasks import free_text as F
 from kdlens.tasks import questions as Q
 from kdlens.tasks.answers import LETTERS, parse_number
 from kdlens.validation import fail
+
+
+def lab_tasks(data, teacher):
+    """``data`` with the lab's own task settings where ``teacher`` (a source) is a lab model and ``data`` leaves them
+    unset (so an audit or a selection draws the tasks as the lab drew them); ``data`` itself otherwise."""
+    if isinstance(data, QuestionsAuditData):
+        return data
+    defaults = task_defaults(teacher, "lm")
+    update = {task: value for task, value in defaults.items() if task not in data.model_fields_set}
+    return data.model_copy(update=update) if update else data
 
 
 def load_questions(data: ReasoningAuditData | QuestionsAuditData) -> list:

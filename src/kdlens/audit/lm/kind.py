@@ -13,7 +13,7 @@ from kdlens.audit.common import TEACHER
 from kdlens.audit.kind import Headline, Prepared
 from kdlens.audit.lm import provenance
 from kdlens.audit.lm.config import LMAuditConfig, QuestionsAuditData, check_model_name, check_original_student
-from kdlens.audit.lm.data import load_questions, prompted
+from kdlens.audit.lm.data import lab_tasks, load_questions, prompted
 from kdlens.audit.lm.headline import headline
 from kdlens.audit.lm.stages import calibration_stage, generation_stage, representations_stage, traces_stage
 from kdlens.audit.scorecard import Wording
@@ -22,18 +22,13 @@ from kdlens.stages import StageRunner
 from kdlens.subjects.lm import LanguageModel
 from kdlens.subjects.lm.chat import end_of_turn_ids
 from kdlens.subjects.lm.compress import parameter_count, weight_bytes
-from kdlens.subjects.sources import load_models, task_defaults
+from kdlens.subjects.sources import load_models
 
 
 def _lab_tasks(config: LMAuditConfig) -> LMAuditConfig:
     """With a lab teacher, the tasks are drawn as the lab drew them unless the config says how."""
-    if isinstance(config.data, QuestionsAuditData):
-        return config
-    defaults = task_defaults(config.teacher, "lm")
-    update = {task: value for task, value in defaults.items() if task not in config.data.model_fields_set}
-    if not update:
-        return config
-    return config.model_copy(update={"data": config.data.model_copy(update=update)})
+    data = lab_tasks(config.data, config.teacher)
+    return config if data is config.data else config.model_copy(update={"data": data})
 
 
 def _models(config: LMAuditConfig, teacher, students, progress: bool, device: str) -> dict[str, LanguageModel]:

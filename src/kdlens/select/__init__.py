@@ -1,0 +1,1 @@
+"""Teacher-guided selection of distillation data (``kdlens select``): :func:`~kdlens.select.run.select`."""
