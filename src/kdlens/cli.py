@@ -232,6 +232,9 @@ def select_command(
                       *("-" if e[k] is None else f"{e[k]:.3f}" for k in ("sentences", "teacher_sentences",
                                                                        "teacher_share", "ifd")))
     console.print(table)
+    console.print(f"{found['distinct']:.2f} different responses per problem on average, of {found['k']} sampled"
+                  + (": every method keeps the same text; sample more diversely (temperature)"
+                     if found["distinct"] == 1 else ""))
     console.print(f"selections: {escape(found['folder'])}/<method>.jsonl and <method>/ (datasets.load_from_disk)")
 
 

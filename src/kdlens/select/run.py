@@ -172,8 +172,9 @@ def response_scores(row: dict, beta: float) -> tuple[list[ResponseScore], list[l
 
 def selection_stage(run: RunDir, bare: list, asked: dict[str, list], config: SelectConfig, scores: str) -> Stage:
     """One response per usable problem for every method, written as JSONL and a ``datasets`` folder each; the
-    figures: per method the examples, tokens (S's), mean teacher sentences and share, mean IFD. ``scores``: the
-    ``scores`` stage's inputs hash."""
+    figures: ``distinct``, the mean number of different responses among a problem's k (at 1 every method keeps the
+    same text), and per method the examples, tokens (S's), mean teacher sentences and share, mean IFD. ``scores``:
+    the ``scores`` stage's inputs hash."""
     inputs = {"stage": "selection", "scores": scores, "beta": config.beta,
               "methods": config.methods, "seed": config.seed}
 
@@ -183,7 +184,7 @@ def selection_stage(run: RunDir, bare: list, asked: dict[str, list], config: Sel
         problems = [s for s, _ in scored]
         keep = usable(problems)
         figures: dict = {"n_problems": len(problems), "n_usable": sum(keep), "k": config.k, "beta": config.beta,
-                         "methods": {}}
+                         "distinct": sum(len(set(row)) for row in texts) / max(len(texts), 1), "methods": {}}
         for method in config.methods:
             picked = choose(method, problems, seed=config.seed)
             rows = []
