@@ -55,13 +55,17 @@ def test_every_example_config_validates():
 
     from kdlens.audit import as_config
     from kdlens.distill.run import DistillRunConfig
+    from kdlens.select.run import as_select_config
 
     examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
-    kinds = {"distill": DistillRunConfig, "audit": as_config}
+    kinds = {"distill": DistillRunConfig, "audit": as_config, "select": as_select_config}
     assert examples
     for path in examples:
         kind = path.stem.split("_")[0]
-        assert kind in kinds, f"name example configs distill_*.yaml or audit_*.yaml, not {path.name}"
+        assert kind in kinds, f"name example configs distill_*.yaml, audit_*.yaml or select_*.yaml, not {path.name}"
+        if kind == "select":
+            assert as_select_config(path).k >= 1
+            continue
         config = load_yaml(path, DistillRunConfig) if kind == "distill" else as_config(path)
         if kind == "distill":
             assert config.strategy_config().terms

@@ -238,3 +238,7 @@ def test_sensitivity_shares_move_as_the_thresholds_say(triples):
 def test_sensitivity_names_a_missing_model():
     with pytest.raises(ValueError, match=r"'teacher', 'student' and 'distilled'.*\['distilled'\]"):
         sensitivity({"teacher": [], "student": []}, [0.05], [0.1])
+
+
+def test_no_trajectory_gives_no_probabilities():
+    assert sentence_probabilities(word_lm(), [], [], []) == []

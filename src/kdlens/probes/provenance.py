@@ -108,17 +108,25 @@ def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence
     if not (len(prompts) == len(trajectories) == len(spans)):
         V.fail("prompts`, `trajectories` and `spans", "one entry per trajectory",
                f"{len(prompts)}, {len(trajectories)} and {len(spans)}")
+    if not prompts:
+        return []
     scores = model.score(list(prompts), list(trajectories), batch_size=batch_size)
-    out = []
-    for score, trajectory, sentences in zip(scores, trajectories, spans, strict=True):
-        owners = torch.tensor(sentence_tokens(score.offsets, sentences, trajectory), dtype=torch.long)
-        kept = owners >= 0
-        totals = torch.zeros(len(sentences), dtype=torch.float64).index_add_(
-            0, owners[kept], score.token_logprobs.double()[kept])  # (sentences,) summed log-probabilities
-        tokens = torch.bincount(owners[kept], minlength=len(sentences))  # (sentences,) tokens each
-        size = tokens.double() if per == "token" else torch.tensor([b - a for a, b in sentences], dtype=torch.float64)
-        out.append(torch.where(tokens > 0, (totals / size.clamp_min(1)).exp(), math.nan))
-    return out
+    # every trajectory's tokens and sentences one after another: one set of tensor operations for all of them
+    counts = torch.tensor([len(sentences) for sentences in spans])  # (n,) sentences per trajectory
+    lengths = torch.tensor([len(score.offsets) for score in scores])  # (n,) scored tokens per trajectory
+    owners = torch.tensor([owner for score, trajectory, sentences in zip(scores, trajectories, spans, strict=True)
+                           for owner in sentence_tokens(score.offsets, sentences, trajectory)],
+                          dtype=torch.long)  # (tokens,) each token's sentence in its trajectory, -1: none
+    kept = owners >= 0
+    owners = (owners + (counts.cumsum(0) - counts).repeat_interleave(lengths))[kept]  # ... among all sentences
+    n = int(counts.sum())
+    totals = torch.zeros(n, dtype=torch.float64).index_add_(
+        0, owners, torch.cat([score.token_logprobs for score in scores]).double()[kept])  # (n,) summed log-probs
+    tokens = torch.bincount(owners, minlength=n)  # (n,) tokens each
+    size = tokens.double() if per == "token" else torch.tensor([b - a for sentences in spans for a, b in sentences],
+                                                                dtype=torch.float64)
+    probabilities = torch.where(tokens > 0, (totals / size.clamp_min(1)).exp(), math.nan)  # (n,)
+    return [p.clone() for p in probabilities.split(counts.tolist())]  # each trajectory's, a tensor of its own
 
 
 def categorize(p_teacher: torch.Tensor, p_student: torch.Tensor, p_distilled: torch.Tensor, alpha: float = ALPHA,

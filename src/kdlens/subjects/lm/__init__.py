@@ -12,10 +12,10 @@ The modules, each importing only those above it in this list:
 
 * ``results``: what the operations return (``ContinuationScore``, ``HiddenStates``, ``TokenLogits``, ``Encoding``)
 * ``checks``: the argument checks the operations share (texts, batch size)
-* ``batching``: padding ragged token rows into a batch; the eval-mode, no-gradient block
+* ``batching``: padding ragged token rows into a batch, masks of positions in it; the eval-mode, no-gradient block
 * ``load``: checkpoint checks, the tokenizer as saved, the model from a local folder
 * ``vocabulary``: whether two models share one vocabulary
-* ``spans``: word spans and pooling token states over character spans
+* ``spans``: word spans, a continuation's tokens and spans, and pooling token states over character spans
 * ``head``: the output head applied to chosen positions only, chunked (bounded memory at any vocabulary size)
 * ``generation``: batched greedy or seeded generation (imports transformers; the class imports it when it generates)
 * ``model``: the ``LanguageModel`` class and ``check_same_vocabulary``

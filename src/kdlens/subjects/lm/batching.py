@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -19,6 +19,19 @@ def pad_rows(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tenso
         ids[i, cols] = torch.tensor(row, dtype=torch.long)
         mask[i, cols] = 1
     return ids, mask
+
+
+def range_mask(ranges: Sequence[range], width: int) -> torch.Tensor:
+    """(B, width) bool, row b True at the positions of ``ranges[b]`` (ranges of step 1), e.g. a batch's scored tokens.
+
+    >>> range_mask([range(1, 3), range(0)], 4)
+    tensor([[False,  True,  True, False],
+            [False, False, False, False]])
+    """
+    starts = torch.tensor([r.start for r in ranges])[:, None]  # (B, 1)
+    stops = torch.tensor([r.stop for r in ranges])[:, None]
+    columns = torch.arange(width)  # (width,)
+    return (columns >= starts) & (columns < stops)
 
 
 @contextmanager

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from kdlens import validation as C
-from kdlens.subjects.lm.batching import inference, pad_rows
+from kdlens.subjects.lm.batching import inference, pad_rows, range_mask
 from kdlens.subjects.lm.checks import check_batch_size, check_texts
 from kdlens.subjects.lm.head import output_head, reproduces_logits, target_logprobs
 from kdlens.subjects.lm.load import gguf_file, import_transformers, load_gguf, load_pretrained
 from kdlens.subjects.lm.results import ContinuationScore, Encoding, HiddenStates, TokenLogits
+from kdlens.subjects.lm.spans import continuation_tokens, spans_from
 from kdlens.subjects.lm.vocabulary import vocabulary_difference
 
 
@@ -184,17 +185,22 @@ class LanguageModel:
 
     def _forward(self, rows: list[list[int]], base: bool = False, **kwargs):
         """The model on a right-padded batch; ``base``: its body alone (hidden states, no vocabulary logits)."""
-        ids, mask = pad_rows(rows, self.pad_token_id, "right")
+        return self._forward_padded(*pad_rows(rows, self.pad_token_id, "right"), base=base, **kwargs)
+
+    def _forward_padded(self, ids: torch.Tensor, mask: torch.Tensor, base: bool = False, **kwargs):
+        """:meth:`_forward` on a batch already padded: (B, T) token ids and attention mask."""
         model = self.model.base_model if base and self.model.base_model is not self.model else self.model
         return model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
 
-    def _logits_at(self, rows: list[list[int]], needed: list[int]) -> tuple[torch.Tensor, dict[int, int]]:
-        """Logits (B, len(needed), V) at sequence positions ``needed`` of a right-padded batch, and each position's
-        column in them; through ``logits_to_keep`` where the model takes it, else sliced from the full logits."""
+    def _logits_at(self, ids: torch.Tensor, mask: torch.Tensor,
+                   needed: list[int]) -> tuple[torch.Tensor, dict[int, int]]:
+        """Logits (B, len(needed), V) at sequence positions ``needed`` of a right-padded batch ((B, T) ``ids`` and
+        ``mask``), and each position's column in them; through ``logits_to_keep`` where the model takes it, else
+        sliced from the full logits."""
         if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
             keep = torch.tensor(needed, device=self.device)
-            return self._forward(rows, logits_to_keep=keep).logits, {t: i for i, t in enumerate(needed)}
-        return self._forward(rows).logits, {t: t for t in needed}
+            return self._forward_padded(ids, mask, logits_to_keep=keep).logits, {t: i for i, t in enumerate(needed)}
+        return self._forward_padded(ids, mask).logits, {t: t for t in needed}
 
     def _head(self):
         """The output head as a function of the body's last hidden state (:func:`~kdlens.subjects.lm.head.output_head`)
@@ -268,18 +274,16 @@ class LanguageModel:
                 C.fail(f"continuations[{i}]", "a non-empty str", "''", "There is nothing to score.")
         encodings = self.encode([c + k for c, k in zip(contexts, continuations, strict=True)],
                                 "contexts[{i}] + continuations[{i}]")
-        positions = []  # per pair: indices of the continuation's tokens in the joint sequence
+        positions = []  # per pair: the continuation's tokens, a range of indices in the joint sequence
         for i, (context, e) in enumerate(zip(contexts, encodings, strict=True)):
-            texty = [t for t, (start, end) in enumerate(e.offsets) if end > start]  # special tokens have no text
-            first = next((t for t in texty if e.offsets[t][1] > len(context)), None)
-            if first is None:
+            picked = continuation_tokens(e.offsets, len(context))
+            if not picked:
                 C.fail(f"continuations[{i}]", "text that gives at least one token",
                        f"{continuations[i]!r}, which gives none after the context")
-            if first == 0:
+            if picked.start == 0:
                 C.fail(f"contexts[{i}]", "a context that leaves a token before the continuation's first",
                        repr(context), "Nothing predicts the first token: give a context (or a tokenizer that adds "
                        "a BOS token).")
-            picked = list(range(first, texty[-1] + 1))  # through the last token with text (not an appended eos)
             positions.append(picked)
 
         results = []
@@ -287,38 +291,38 @@ class LanguageModel:
             head = self._head()
             for lo in range(0, len(encodings), batch_size):
                 chunk, picks = encodings[lo:lo + batch_size], positions[lo:lo + batch_size]
-                rows = [e.ids for e in chunk]
-                targets = torch.tensor([e.ids[t] for e, picked in zip(chunk, picks, strict=True) for t in picked],
-                                       device=self.device)  # (N,): the batch's scored tokens, pair after pair
+                ids, mask = pad_rows([e.ids for e in chunk], self.pad_token_id, "right")  # (B, T)
+                scored = range_mask(picks, ids.shape[1])  # (B, T) bool: the continuations' tokens
+                targets = ids[scored].to(self.device)  # (N,): the batch's scored tokens, pair after pair
                 if head is not None:
-                    logprobs = self._logprobs_by_head(head, rows, picks, targets)
+                    logprobs = self._logprobs_by_head(head, ids, mask, scored, targets)
                 else:
-                    logprobs = self._logprobs_by_logits(rows, picks, targets)
+                    logprobs = self._logprobs_by_logits(ids, mask, picks, targets)
                 split = logprobs.cpu().split([len(picked) for picked in picks])
-                for b, (e, picked, token_logprobs) in enumerate(zip(chunk, picks, split, strict=True)):
-                    seam = len(contexts[lo + b])
+                for context, e, picked, token_logprobs in zip(contexts[lo:lo + batch_size], chunk, picks, split,
+                                                              strict=True):
                     total = float(token_logprobs.double().sum())
                     results.append(ContinuationScore(
-                        token_logprobs=token_logprobs.clone(), tokens=self._token_strings([e.ids[t] for t in picked]),
-                        offsets=[(max(e.offsets[t][0] - seam, 0), max(e.offsets[t][1] - seam, 0)) for t in picked],
-                        total=total, mean=total / len(picked)))
+                        token_logprobs=token_logprobs.clone(), token_ids=e.ids[picked.start:picked.stop],
+                        offsets=spans_from(e.offsets[picked.start:picked.stop], len(context)), total=total,
+                        mean=total / len(picked), token_strings=self.tokenizer.convert_ids_to_tokens))
         return results
 
-    def _logprobs_by_head(self, head, rows: list[list[int]], picks: list[list[int]],
+    def _logprobs_by_head(self, head, ids: torch.Tensor, mask: torch.Tensor, scored: torch.Tensor,
                           targets: torch.Tensor) -> torch.Tensor:
-        """(N,) log-probabilities of the scored tokens ``picks`` (per row) through the body, then the output head on
-        ``_chunk_positions()`` of the N predicting positions at a time: never (B, T, V)."""
-        hidden = self._forward(rows, base=True).last_hidden_state  # (B, T, d)
-        row = torch.tensor([b for b, picked in enumerate(picks) for _ in picked], device=hidden.device)
-        before = torch.tensor([t - 1 for picked in picks for t in picked], device=hidden.device)  # t - 1 predicts t
-        return target_logprobs(head, hidden[row, before], targets, self._chunk_positions())  # hidden[...]: (N, d)
+        """(N,) log-probabilities of the ``scored`` tokens ((B, T) bool, of the right-padded ``ids`` and ``mask``)
+        through the body, then the output head on ``_chunk_positions()`` of the N predicting positions at a time:
+        never (B, T, V)."""
+        hidden = self._forward_padded(ids, mask, base=True).last_hidden_state  # (B, T, d)
+        before = hidden[:, :-1][scored[:, 1:].to(hidden.device)]  # (N, d): position t - 1 predicts token t
+        return target_logprobs(head, before, targets, self._chunk_positions())
 
-    def _logprobs_by_logits(self, rows: list[list[int]], picks: list[list[int]],
+    def _logprobs_by_logits(self, ids: torch.Tensor, mask: torch.Tensor, picks: list[range],
                             targets: torch.Tensor) -> torch.Tensor:
-        """The same from the model's own logits at the K positions any row needs: exact for any model, but holds
-        (B, K, V)."""
+        """The same from the model's own logits at the K positions any row needs (``picks``: each row's scored
+        tokens): exact for any model, but holds (B, K, V)."""
         needed = sorted({t - 1 for picked in picks for t in picked})
-        logits, column = self._logits_at(rows, needed)
+        logits, column = self._logits_at(ids, mask, needed)
         out = []
         for b, (picked, wanted) in enumerate(zip(picks, targets.split([len(p) for p in picks]), strict=True)):
             where = torch.tensor([column[t - 1] for t in picked], device=logits.device)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -13,15 +15,27 @@ Span = tuple[int, int]
 class ContinuationScore:
     """Log-probabilities of a continuation's tokens given its context (natural log, nats).
 
-    ``token_logprobs`` (k,) float32; ``tokens`` the k token strings; ``offsets`` their (start, end) character spans
-    in the continuation string; ``total`` their sum (accumulated in float64); ``mean`` the sum over k.
+    ``token_logprobs`` (k,) float32; ``token_ids`` the k token ids; ``offsets`` their (start, end) character spans
+    in the continuation string; ``total`` their sum (accumulated in float64); ``mean`` the sum over k. ``tokens``,
+    the k token strings, are made from the ids by ``token_strings`` (the tokenizer's ``convert_ids_to_tokens``) when
+    first read: scoring alone does not need them. A pickled or copied score carries its token strings, not the
+    tokenizer.
     """
 
     token_logprobs: torch.Tensor
-    tokens: list[str]
+    token_ids: list[int]
     offsets: list[Span]
     total: float
     mean: float
+    token_strings: Callable[[list[int]], list[str]] = field(repr=False, compare=False)
+
+    @cached_property
+    def tokens(self) -> list[str]:
+        """The k token strings (made once, on first use)."""
+        return self.token_strings(self.token_ids)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "tokens": self.tokens, "token_strings": None}
 
 
 @dataclass

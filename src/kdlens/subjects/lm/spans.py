@@ -27,6 +27,32 @@ def word_spans(text: str) -> list[Span]:
     return [match.span() for match in re.finditer(r"\S+", text)]
 
 
+def continuation_tokens(offsets: Sequence[Span], seam: int) -> range:
+    """Which tokens of ``context + continuation`` (their character ``offsets``) are the continuation's, the context
+    ending at character ``seam``: from the first token with text whose span ends after the seam (a token straddling
+    it counts) through the last token with text (special tokens, such as an appended eos, have empty spans); empty
+    when no token with text ends after the seam.
+
+    >>> continuation_tokens([(0, 0), (0, 4), (4, 7), (7, 9), (0, 0)], 5)  # bos, "mary", " we", "nt", eos
+    range(2, 4)
+    """
+    first = next((t for t, (start, end) in enumerate(offsets) if end > start and end > seam), None)
+    if first is None:
+        return range(0)
+    last = next(t for t in range(len(offsets) - 1, first - 1, -1) if offsets[t][1] > offsets[t][0])
+    return range(first, last + 1)
+
+
+def spans_from(spans: Sequence[Span], seam: int) -> list[Span]:
+    """``spans`` counted from character ``seam`` of their text, clamped at 0 (a span across the seam starts at 0): the
+    spans of a continuation's tokens in the continuation, from their spans in ``context + continuation``.
+
+    >>> spans_from([(3, 7), (8, 10)], 5)
+    [(0, 2), (3, 5)]
+    """
+    return [(start - seam if start > seam else 0, end - seam if end > seam else 0) for start, end in spans]
+
+
 def pool_by_spans(states: torch.Tensor, offsets: Sequence[Span], spans: Sequence[Span]) -> torch.Tensor:
     """Average the token states that overlap each character span: one row per span, whatever the tokenizer.
 
