@@ -4,6 +4,7 @@ passes over the trajectories, on the tiny language-model lab (teacher, base stud
 
     .venv/bin/python benchmarks/bench_provenance.py            # 200 trajectories of about 20 sentences, ~2 minutes
     .venv/bin/python benchmarks/bench_provenance.py --n 50
+    .venv/bin/python benchmarks/bench_provenance.py --real --n 40   # SmolLM2-135M, its half-depth and int8 copies
 
 Targets: >= 10x faster than re-scoring each sentence, with the same categories; <= 1.5x the floor. All three run
 in this process on the same texts, one thread, after a warm-up; the times are the best of ``--repeats``.
@@ -36,6 +37,40 @@ def trajectories(n: int, per: int = 5, seed: int = 0) -> tuple[list[str], list[s
     texts = [" " + " ".join(chains.write_trace(q, "teacher") for q in questions[per * i:per * (i + 1)])
              for i in range(n)]
     return prompts, texts
+
+
+def real_trajectories(n: int, per: int = 20, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` prompts and trajectories from the real-model example's questions: each trajectory is the worked
+    solutions of ``per`` questions, one per line (about 20 sentences: most solutions are one)."""
+    import json
+
+    rows = [json.loads(line) for line in Path("examples/real_lm/questions.jsonl").read_text().splitlines()]
+    rng = random.Random(seed)
+    prompts, texts = [], []
+    for _ in range(n):
+        picked = rng.sample(rows, per)
+        prompts.append(f"Question: {picked[0]['question']}\nAnswer:")
+        texts.append(" " + "\n".join(r["solution"] for r in picked))
+    return prompts, texts
+
+
+def real_models() -> list:
+    """The real-model example's models: SmolLM2-135M-Instruct (teacher), every second block dropped (the original
+    student's stand-in), int8 dynamic quantisation (the distilled model's stand-in)."""
+    from kdlens.subjects.sources import ModelSource, load_models
+
+    gguf = "runs/models/smollm2.gguf"
+    sources = {"teacher": ModelSource(gguf=gguf),
+               "half_depth": ModelSource(gguf=gguf, compress={"keep_layers": "every_second"}),
+               "int8": ModelSource(gguf=gguf, compress={"quantize": "int8_dynamic"})}
+    loaded = load_models(sources, "lm", "cpu", progress=False)
+    return [loaded[name] for name in ("teacher", "half_depth", "int8")]
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def naive(models, prompts, texts, spans, batch_size) -> list[list[torch.Tensor]]:
@@ -86,22 +121,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="trajectories (default 200)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--real", action="store_true", help="the real-model example's three models (needs "
+                        "runs/models/smollm2.gguf: make real-lm links it)")
     args = parser.parse_args()
     from kdlens.lab import lm
     from kdlens.probes.provenance import categorize, sentence_probabilities
     from kdlens.tasks.text import split_sentences
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        lab = lm.build(Path(tmp), lm.LMLabConfig(**{**tiny_recipe(), "students": ["seq_kd"]}), progress=False)
-        models = [lab.model(name) for name in ("teacher", "base_student", "seq_kd")]
-    prompts, texts = trajectories(args.n)
+    if args.real:
+        models = real_models()
+        prompts, texts = real_trajectories(args.n)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            lab = lm.build(Path(tmp), lm.LMLabConfig(**{**tiny_recipe(), "students": ["seq_kd"]}), progress=False)
+            models = [lab.model(name) for name in ("teacher", "base_student", "seq_kd")]
+        prompts, texts = trajectories(args.n)
     spans = [split_sentences(t)[1] for t in texts]
     sentences = sum(map(len, spans))
     print(f"{args.n} trajectories, {sentences} sentences ({sentences / args.n:.1f} each), 3 models, one thread")
     floor(models, prompts[:8], texts[:8], args.batch_size)  # warm-up
+    loaded_mb = peak_rss_mb()
     ours_s, ours = best(args.repeats, lambda: [sentence_probabilities(m, prompts, texts, spans,
                                                                       batch_size=args.batch_size) for m in models])
+    ours_mb = peak_rss_mb()
     floor_s, _ = best(args.repeats, lambda: floor(models, prompts, texts, args.batch_size))
     naive_s, theirs = best(1, lambda: naive(models, prompts, texts, spans, args.batch_size))
     same = all(categorize(*(ours[m][j] for m in range(3))) == categorize(*(theirs[m][j] for m in range(3)))
@@ -112,6 +155,8 @@ def main() -> None:
     print(f"re-scoring each sentence: {naive_s:.2f} s: kdlens {naive_s / ours_s:.1f}x faster (target >= "
           f"{TARGET_NAIVE:.0f}x: {'met' if naive_s / ours_s >= TARGET_NAIVE else 'MISSED'}); same categories: {same}; "
           f"largest relative difference of a probability {largest:.1e}")
+    print(f"peak memory: {loaded_mb:.0f} MB with the models loaded and warmed up, {ours_mb:.0f} MB after kdlens's "
+          f"passes (+{ours_mb - loaded_mb:.0f} MB; the process's peak RSS)")
     print(f"floor, 3 plain forward passes: {floor_s:.2f} s: kdlens {ours_s / floor_s:.2f}x the floor (target <= "
           f"{TARGET_FLOOR}x: {'met' if ours_s / floor_s <= TARGET_FLOOR else 'MISSED'})")
 

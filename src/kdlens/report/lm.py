@@ -89,5 +89,5 @@ def context(run: RunDir, results: dict, per_kind: int = 4) -> dict:
             "rows": table_rows(results, COLUMNS), "card": results["scorecard"], "students": results["students"],
             "figures": _figures(results, stages), "sections": SECTIONS, "contingency": _contingency(results),
             "samples": results.get("samples", {}), "sample_titles": SAMPLE_TITLES, "task_units": TASK_UNITS,
-            "provenance": provenance.section(run),
+            "provenance": provenance.section(run, list(results["students"])),
             **stages, "fmt": fmt}

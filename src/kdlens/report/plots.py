@@ -455,7 +455,7 @@ def bar_chart(categories: list[str], series: dict[str, list[float | None]], ylab
                 ax.errorbar(offsets[drawn], y[drawn], yerr=[y[drawn] - low[drawn], high[drawn] - y[drawn]],
                             fmt="none", ecolor="#333333", elinewidth=0.8, capsize=2)
             handles.append(Patch(color=f"C{i % 10}"))  # a proxy: a series with no bars still gets its entry
-        long_names = max(len(c) for c in categories) > 8
+        long_names = max(len(c) for c in categories) > 8 or sum(len(c) + 2 for c in categories) > 36
         ax.set_xticks(centres, categories, rotation=30 if long_names else 0, ha="right" if long_names else "center")
         ax.axhline(0.0, color="black", lw=0.6)
         ax.grid(axis="y", alpha=0.3, lw=0.5)

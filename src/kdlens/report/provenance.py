@@ -13,9 +13,10 @@ MEANINGS = {"shared": "all three models agree", "teacher": "likelier under the t
             "under both", "other": "none of these"}
 
 
-def _bars(groups: dict[str, dict], categories: list[str], title: str) -> str | None:
-    """Shares of each category (x) per group (bars), with intervals; None when no group has a sentence."""
-    groups = {name: entry for name, entry in groups.items() if entry["n_sentences"]}
+def _bars(groups: dict[str, dict], order: tuple[str, ...], categories: list[str], title: str) -> str | None:
+    """Shares of each category (x) per group (bars, in ``order``), with intervals; None when no group has a
+    sentence."""
+    groups = {name: groups[name] for name in order if name in groups and groups[name]["n_sentences"]}
     if not groups:
         return None
     series = {name: [entry[k]["share"] for k in categories] for name, entry in groups.items()}
@@ -43,22 +44,25 @@ def _sensitivity(grid: dict, categories: list[str], alpha: float, beta: float, n
                                      f"{name}: shares as beta moves (alpha {alphas[i]:g})")}
 
 
-def section(run: RunDir, samples: int = 3) -> dict | None:
-    """The section's variables: the stage's figures, per distilled student its charts and ``samples`` traces with
-    a right final answer and as many with a wrong one; None when the probe did not run."""
+def section(run: RunDir, order: list[str], samples: int = 3) -> dict | None:
+    """The section's variables: the stage's figures, per distilled student (in the audit's ``order``) its charts and
+    ``samples`` traces with a right final answer and as many with a wrong one; None when the probe did not run."""
     figures = run.stage("provenance").figures()
     if figures is None:
         return None
     rows = run.stage("provenance").rows()
     students = {}
-    for name, entry in figures["students"].items():
+    for name in [n for n in order if n in figures["students"]]:
+        entry = figures["students"][name]
         mine = [r for r in rows if r["model"] == name]
         picked = ([r for r in mine if r["answer_correct"]][:samples]
                   + [r for r in mine if not r["answer_correct"]][:samples])
         students[name] = {
-            "position": _bars(entry["by_position"], figures["categories"], f"{name}: by third of the trace"),
-            "correctness": _bars(entry["by_correctness"], figures["categories"], f"{name}: by final answer"),
+            "position": _bars(entry["by_position"], ("first", "middle", "last"), figures["categories"],
+                              f"{name}: by third of the trace"),
+            "correctness": _bars(entry["by_correctness"], ("right", "wrong"), figures["categories"],
+                                 f"{name}: by final answer"),
             "sensitivity": _sensitivity(entry["sensitivity"], figures["categories"], figures["alpha"],
                                         figures["beta"], name),
             "samples": sorted(picked, key=lambda r: r["index"])}
-    return {"figures": figures, "students": students, "meanings": MEANINGS}
+    return {"figures": figures, "students": students, "meanings": MEANINGS}  # the template walks `students`

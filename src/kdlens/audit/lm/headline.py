@@ -130,15 +130,15 @@ PROVENANCE_KEYS = ("n_questions", "n_scored", "not_scored", "overall", "by_posit
                    "right_vs_wrong")
 
 
-def provenance_section(figures: dict | None) -> dict | None:
-    """``results.json``'s ``provenance``: the settings and, per distilled student, the category shares with their
-    intervals (overall, by position, by correctness, by task and difficulty) and the two findings; the sensitivity
-    grid stays in the stage's figures. None when the probe did not run."""
+def provenance_section(figures: dict | None, students: list[str]) -> dict | None:
+    """``results.json``'s ``provenance``: the settings and, per distilled student (in the order of ``students``), the
+    category shares with their intervals (overall, by position, by correctness, by task and difficulty) and the two
+    findings; the sensitivity grid stays in the stage's figures. None when the probe did not run."""
     if figures is None:
         return None
     settings = {k: figures[k] for k in ("original_student", "per", "alpha", "beta", "segmentation")}
-    return {**settings, "students": {name: {k: entry[k] for k in PROVENANCE_KEYS}
-                                     for name, entry in figures["students"].items()}}
+    return {**settings, "students": {name: {k: figures["students"][name][k] for k in PROVENANCE_KEYS}
+                                     for name in students if name in figures["students"]}}
 
 
 def headline(run: RunDir, data: dict, students: list[str], sections: dict, samples: int = 3) -> Headline:
@@ -156,4 +156,4 @@ def headline(run: RunDir, data: dict, students: list[str], sections: dict, sampl
         "thresholds": None, "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students]),
                                            "categories": steps_breakdown(traces, [TEACHER, *students], "category")},
         "samples": pick_samples(rows, [TEACHER, *students], samples),
-        "provenance": provenance_section(run.stage("provenance").figures()), **sections})
+        "provenance": provenance_section(run.stage("provenance").figures(), students), **sections})
