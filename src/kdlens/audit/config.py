@@ -28,7 +28,12 @@ class AuditSettings(StrictModel):
     @field_validator("run_dir")
     @classmethod
     def _a_folder(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("run_dir must name a folder, e.g. runs/my-audit (an empty path would write into the "
-                             "current directory)")
-        return value
+        return check_run_dir(value)
+
+
+def check_run_dir(value: str) -> str:
+    """A ``run_dir`` that names a folder (an empty path would write into the current directory)."""
+    if not value.strip():
+        raise ValueError("run_dir must name a folder, e.g. runs/my-audit (an empty path would write into the "
+                         "current directory)")
+    return value

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from kdlens.audit.config import check_run_dir
 from kdlens.audit.lm.config import LMAuditData, ReasoningAuditData, Segmentation
 from kdlens.config import StrictModel
 from kdlens.probes.provenance import BETA
@@ -40,10 +41,7 @@ class SelectConfig(StrictModel):
     @field_validator("run_dir")
     @classmethod
     def _a_folder(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("run_dir must name a folder, e.g. runs/select (an empty path would write into the "
-                             "current directory)")
-        return value
+        return check_run_dir(value)
 
     @field_validator("methods")
     @classmethod
