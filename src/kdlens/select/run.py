@@ -223,7 +223,13 @@ def write_selection(folder: Path, method: str, rows: list[dict]) -> None:
     io.atomic_write_text(folder / f"{method}.jsonl", "".join(json.dumps(r) + "\n" for r in clean))
     staging = folder / f".{method}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    datasets.Dataset.from_list(clean).save_to_disk(str(staging))
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # a bar per file written would break the stage display
+    try:
+        datasets.Dataset.from_list(clean).save_to_disk(str(staging))
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     target = folder / method
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
