@@ -139,27 +139,27 @@ def main() -> None:
         prompts, texts = trajectories(args.n)
     spans = [split_sentences(t)[1] for t in texts]
     sentences = sum(map(len, spans))
-    print(f"{args.n} trajectories, {sentences} sentences ({sentences / args.n:.1f} each), 3 models, one thread")
+    print(f"{args.n} trajectories, {sentences} sentences ({sentences / args.n:.1f} each), 3 models, one thread",
+          flush=True)
     floor(models, prompts[:8], texts[:8], args.batch_size)  # warm-up
     loaded_mb = peak_rss_mb()
     ours_s, ours = best(args.repeats, lambda: [sentence_probabilities(m, prompts, texts, spans,
                                                                       batch_size=args.batch_size) for m in models])
     ours_mb = peak_rss_mb()
+    print(f"kdlens (one pass per model per trajectory): {ours_s:.2f} s; peak memory {loaded_mb:.0f} MB with the models "
+          f"loaded and warmed up, {ours_mb:.0f} MB after kdlens's passes (+{ours_mb - loaded_mb:.0f} MB; the "
+          f"process's peak RSS)", flush=True)
     floor_s, _ = best(args.repeats, lambda: floor(models, prompts, texts, args.batch_size))
+    print(f"floor, 3 plain forward passes: {floor_s:.2f} s: kdlens {ours_s / floor_s:.2f}x the floor (target <= "
+          f"{TARGET_FLOOR}x: {'met' if ours_s / floor_s <= TARGET_FLOOR else 'MISSED'})", flush=True)
     naive_s, theirs = best(1, lambda: naive(models, prompts, texts, spans, args.batch_size))
     same = all(categorize(*(ours[m][j] for m in range(3))) == categorize(*(theirs[m][j] for m in range(3)))
                for j in range(args.n))
     largest = max(float(((a - b).abs() / b.abs().clamp_min(1e-300)).nan_to_num(0).max())
                   for m in range(3) for a, b in zip(ours[m], theirs[m], strict=True))
-    print(f"kdlens (one pass per model per trajectory): {ours_s:.2f} s")
     print(f"re-scoring each sentence: {naive_s:.2f} s: kdlens {naive_s / ours_s:.1f}x faster (target >= "
           f"{TARGET_NAIVE:.0f}x: {'met' if naive_s / ours_s >= TARGET_NAIVE else 'MISSED'}); same categories: {same}; "
           f"largest relative difference of a probability {largest:.1e}")
-    print(f"peak memory: {loaded_mb:.0f} MB with the models loaded and warmed up, {ours_mb:.0f} MB after kdlens's "
-          f"passes (+{ours_mb - loaded_mb:.0f} MB; the process's peak RSS)")
-    print(f"floor, 3 plain forward passes: {floor_s:.2f} s: kdlens {ours_s / floor_s:.2f}x the floor (target <= "
-          f"{TARGET_FLOOR}x: {'met' if ours_s / floor_s <= TARGET_FLOOR else 'MISSED'})")
-
 
 if __name__ == "__main__":
     main()

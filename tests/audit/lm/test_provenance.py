@@ -22,6 +22,7 @@ from tests.audit.lm.labs import STUDENTS, lab_config
 from tests.audit.lm.test_stages import QUESTIONS, in_shares
 from tests.lab.test_lm import tiny
 from tests.probes.test_lm_representations import char_lm
+from tests.probes.test_provenance import naive
 from tests.probes.test_traces import gold, tiny_lm
 
 DISTILLED = [n for n in STUDENTS if n != "base_student"]
@@ -46,6 +47,20 @@ def test_each_sentence_is_scored_by_the_three_models_on_the_distilled_students_t
                                                 [texts[r["index"]] for r in kept],
                                                 [[tuple(s) for s in r["spans"]] for r in kept], batch_size=16)
             assert [r[f"p_{role}"] for r in kept] == [p.tolist() for p in expected], (name, role)
+
+
+def test_one_pass_equals_re_scoring_each_sentence_on_the_lab_models(audited, recipe):
+    run_dir, _ = audited
+    lab = lm.build(recipe["root"], tiny(), progress=False)
+    questions = chains.make_split(tiny().chains, "test", 10) + babi.make_split(tiny().babi, "test", 10)
+    rows = [r for r in RunDir(run_dir).stage("provenance-scores").rows() if r["model"] == "seq_kd" and r["scored"]]
+    texts = [r["text"] for r in RunDir(run_dir).stage("generate-seq_kd").rows()]
+    for name in ("teacher", "base_student", "seq_kd"):
+        model = lab.model(name)
+        for row in rows[:6]:
+            prompt, text, spans = questions[row["index"]].prompt, texts[row["index"]], [tuple(s) for s in row["spans"]]
+            (ours,) = P.sentence_probabilities(model, [prompt], [text], [spans])
+            assert ours.tolist() == pytest.approx(naive(model, prompt, text, spans), rel=1e-5), name
 
 
 def test_the_categories_and_shares_recompute_from_the_scores(audited):
