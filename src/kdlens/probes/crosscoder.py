@@ -1,0 +1,75 @@
+"""Paired activations for a crosscoder (:mod:`kdlens.distill.crosscoder`): two models' residual-stream activations
+at one layer each, on the same text, row for row.
+
+The residual stream after block ``i`` is Hugging Face's hidden state ``layers.i`` (default: half depth, block
+``n_layers // 2 - 1``, the last block of the first half). Models that share a vocabulary are paired token by token;
+special tokens (BOS, padding, end-of-turn and the other ids the tokenizer calls special, chat-template markers
+among them) and tokens without text are left out unless ``keep_special``. Models with different tokenizers are
+paired per word (:func:`kdlens.subjects.lm.spans.word_spans`: each word's tokens averaged through character
+offsets), so both sides always hold the same number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from kdlens import validation as V
+from kdlens.subjects.lm.spans import pool_by_spans, word_spans
+
+
+def layer_name(model, layer: int | None = None) -> str:
+    """The hidden-state name of ``model``'s residual stream after block ``layer`` (default: half depth); an error
+    listing the real ones otherwise."""
+    blocks = int(model.model.config.num_hidden_layers)
+    index = max(blocks // 2 - 1, 0) if layer is None else layer
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < blocks:
+        V.fail("layer", f"a block index of {model.name} from 0 to {blocks - 1} (its layers: "
+               f"{', '.join(f'layers.{i}' for i in range(blocks))})", repr(layer))
+    return f"layers.{index}"
+
+
+def paired_activations(first, second, texts: Sequence[str], layers: tuple[int | None, int | None] = (None, None),
+                       batch_size: int = 16, keep_special: bool = False) -> dict:
+    """Both models' activations at their layers on ``texts``, row i of each the same token (or word).
+
+    Parameters
+    ----------
+    first, second : :class:`~kdlens.subjects.LanguageModel` s (their widths may differ)
+    texts : the texts both models read
+    layers : each model's block (None: half depth; :func:`layer_name`)
+    keep_special : keep special tokens and tokens without text (token pairing only)
+
+    Returns
+    -------
+    dict: ``"first"`` (N, d_1) and ``"second"`` (N, d_2) float32; ``"text"`` (N,) int64, the text each row comes
+    from; ``"pairing"``: ``"token"`` or ``"word"``; ``"layers"``: the two hidden-state names
+    """
+    texts = list(texts)
+    if not texts:
+        V.fail("texts", "at least one text", "none")
+    names = (layer_name(first, layers[0]), layer_name(second, layers[1]))
+    pairing = "token" if first.tokenizer.get_vocab() == second.tokenizer.get_vocab() else "word"
+    states = [model.hidden_states(texts, batch_size) for model in (first, second)]
+    rows: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+    owners = []
+    for i, (text, a, b) in enumerate(zip(texts, *states, strict=True)):
+        if pairing == "token":
+            if a.offsets != b.offsets:
+                V.fail(f"texts[{i}]", "the same tokens under both models (they share a vocabulary)",
+                       f"{len(a.offsets)} and {len(b.offsets)} tokens with other spans",
+                       "Their tokenizers cut text differently: save both with the same tokenizer.json.")
+            special = set(first.tokenizer.all_special_tokens)
+            kept = [t for t, ((start, end), token) in enumerate(zip(a.offsets, a.tokens, strict=True))
+                    if keep_special or (end > start and token not in special)]
+            picked = [a.layers[names[0]][kept], b.layers[names[1]][kept]]
+        else:
+            spans = word_spans(text)
+            picked = [pool_by_spans(s.layers[n].double(), s.offsets, spans).float()
+                      for s, n in ((a, names[0]), (b, names[1]))]
+        rows[0].append(picked[0])
+        rows[1].append(picked[1])
+        owners.append(torch.full((picked[0].shape[0],), i, dtype=torch.long))
+    return {"first": torch.cat(rows[0]), "second": torch.cat(rows[1]), "text": torch.cat(owners),
+            "pairing": pairing, "layers": list(names)}

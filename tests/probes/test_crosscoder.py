@@ -1,0 +1,45 @@
+"""Paired activations for a crosscoder (issue 18, item 1): token pairing for models that share a vocabulary (special
+tokens left out), per-word pairing across tokenizers, the default half-depth layer, and a wrong layer named."""
+
+import pytest
+import torch
+
+from kdlens.probes.crosscoder import layer_name, paired_activations
+from kdlens.subjects.lm.spans import word_spans
+from tests.probes.test_lm_representations import TEXTS, char_lm, word_lm
+
+
+def test_models_that_share_a_vocabulary_are_paired_token_by_token():
+    first, second = word_lm(0, layers=4), word_lm(1, layers=2)
+    found = paired_activations(first, second, TEXTS[:3], batch_size=2)
+    assert found["pairing"] == "token" and found["layers"] == ["layers.1", "layers.0"]  # half depth of 4 and of 2
+    rows, owners = [], []
+    for i, (a, b) in enumerate(zip(first.hidden_states(TEXTS[:3], 2), second.hidden_states(TEXTS[:3], 2), strict=True)):
+        kept = [t for t, (s, e) in enumerate(a.offsets) if e > s]  # the word tokenizer's BOS has no text
+        assert len(kept) == len(a.offsets) - 1
+        rows.append((a.layers["layers.1"][kept], b.layers["layers.0"][kept]))
+        owners += [i] * len(kept)
+    assert torch.equal(found["first"], torch.cat([r[0] for r in rows]))
+    assert torch.equal(found["second"], torch.cat([r[1] for r in rows]))
+    assert found["text"].tolist() == owners and found["first"].dtype == torch.float32
+    kept_all = paired_activations(first, second, TEXTS[:3], keep_special=True)
+    assert kept_all["first"].shape[0] == found["first"].shape[0] + 3  # one BOS per text
+
+
+def test_models_with_different_tokenizers_are_paired_per_word():
+    first, second = word_lm(0), char_lm(1)
+    found = paired_activations(first, second, TEXTS[:4], layers=(1, 0))
+    words = sum(len(word_spans(t)) for t in TEXTS[:4])
+    assert found["pairing"] == "word" and found["first"].shape == (words, 16) and found["second"].shape == (words, 16)
+    (states,) = second.hidden_states(TEXTS[:1])
+    chars = [t for t, (s, e) in enumerate(states.offsets) if s >= word_spans(TEXTS[0])[0][0]
+             and e <= word_spans(TEXTS[0])[0][1] and e > s]  # the first word's characters
+    assert torch.allclose(found["second"][0], states.layers["layers.0"][chars].mean(0), atol=1e-6)
+
+
+def test_a_layer_outside_the_model_lists_its_layers():
+    with pytest.raises(ValueError, match=r"Expected `layer` to be a block index of .* from 0 to 1 \(its layers: "
+                                         r"layers.0, layers.1\), but got 5"):
+        layer_name(word_lm(), 5)
+    with pytest.raises(ValueError, match="at least one text"):
+        paired_activations(word_lm(), word_lm(1), [])
