@@ -33,6 +33,7 @@ from torch import nn
 from kdlens import validation as V
 
 THRESHOLD_DECAY = 0.99  # the inference threshold's moving average: about the last 100 batches
+EVAL_ROWS = 16_384  # pairs (a fixed seeded sample) each epoch's FVE and L0 are measured on
 DEAD_AFTER = 10_000_000  # examples a latent may go without firing before it counts as dead (Gao et al.'s window)
 
 
@@ -177,7 +178,8 @@ def train(pairs: list[torch.Tensor], n_latents: int, run_dir: str | Path, config
           k: int = 32, l1_weight: float = 1.0) -> tuple[Crosscoder, list[dict]]:
     """Train a crosscoder on paired activations (``pairs``: one (N, d_m) tensor per model, row i of each the same
     token) on the training loop (``config``: a :class:`~kdlens.distill.config.TrainConfig`; checkpoints and exact
-    resume in ``run_dir``); returns the model (in eval mode) and the per-epoch history, with each model's FVE."""
+    resume in ``run_dir``); returns the model (in eval mode) and the per-epoch history, with each model's FVE and
+    the L0 on a fixed sample of ``EVAL_ROWS`` pairs."""
     from kdlens.distill.loop import Step, Training, run
 
     n = pairs[0].shape[0]
@@ -196,13 +198,16 @@ def train(pairs: list[torch.Tensor], n_latents: int, run_dir: str | Path, config
             loss, terms = batchtopk_loss(model, xs)
         return Step(loss, terms)
 
+    held = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))[:EVAL_ROWS]
+    sample = [p[held] for p in pairs]
+
     def evaluate() -> dict:
         model.eval()
         with torch.no_grad():
-            f, xhats = model(pairs)
+            f, xhats = model(sample)
         model.train()
         return {**{f"fve_{m}": fraction_of_variance_explained(p, xh) for m, (p, xh) in
-                   enumerate(zip(pairs, xhats, strict=True))}, "l0": float((f > 0).float().sum(-1).mean())}
+                   enumerate(zip(sample, xhats, strict=True))}, "l0": float((f > 0).float().sum(-1).mean())}
 
     model.train()
     training = Training(modules={"crosscoder": model},
