@@ -44,6 +44,18 @@ def test_planted_features_are_recovered_and_classed_by_relative_decoder_norm(tmp
             assert cosines[m][best, j] >= 0.9 and classes[best] == name, (m, j)
 
 
+@pytest.mark.parametrize("kind", ["batchtopk", "l1"])
+def test_a_model_against_itself_has_no_exclusive_latent(tmp_path, kind):
+    xs, _ = planted(widths=(32, 32))
+    pair = [xs[0], xs[0].clone()]
+    model, history = C.train(pair, 24, tmp_path / "run", config(), kind=kind, k=1, l1_weight=0.01)
+    f, _ = model(pair)
+    live = (f > 0).any(0)
+    assert history[-1]["fve_0"] > 0.99 and live.sum() >= 9  # at least one latent per planted feature
+    assert C.latent_classes(C.relative_decoder_norms(model)[live]) == ["shared"] * int(live.sum())
+    assert bool((C.decoder_cosines(model)[live] > 0.99).all())
+
+
 def test_fraction_of_variance_explained_is_about_each_dimensions_mean():
     g = np.random.default_rng(0)
     x = g.normal(3.0, 2.0, (500, 7))
@@ -102,5 +114,7 @@ def test_bad_input_is_named():
         model([torch.zeros(2, 3), torch.zeros(2, 5)])
     with pytest.raises(ValueError, match="Expected `crosscoder` to be trained"):
         model.eval()([torch.zeros(2, 3), torch.zeros(2, 4)])
+    with pytest.raises(ValueError, match="Expected `crosscoder` to be models of one width"):
+        C.decoder_cosines(model)
     with pytest.raises(ValueError, match="one row per token in every model's tensor"):
         C.train([torch.zeros(5, 3), torch.zeros(4, 4)], 4, "/tmp/unused", config())

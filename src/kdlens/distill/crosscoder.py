@@ -161,6 +161,16 @@ def relative_decoder_norms(model: Crosscoder) -> torch.Tensor:
     return norms[1] / (norms[0] + norms[1]).clamp_min(1e-12)
 
 
+def decoder_cosines(model: Crosscoder) -> torch.Tensor:
+    """(L,) the cosine between each latent's two decoder rows (models of one width only): near 1 where a shared
+    latent writes the same direction into both models."""
+    if model.widths[0] != model.widths[1]:
+        V.fail("crosscoder", "models of one width (decoder rows in one space)", f"widths {model.widths}",
+               "Compare shared latents by what they fire on instead.")
+    a, b = (w.detach() for w in model.W_dec)
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
 def latent_classes(r: torch.Tensor, low: float = 0.3, high: float = 0.7) -> list[str]:
     """Each latent's class from its relative decoder norm: ``first`` (r < ``low``: model 0's alone), ``second``
     (r > ``high``), else ``shared``."""
