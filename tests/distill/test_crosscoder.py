@@ -118,3 +118,15 @@ def test_bad_input_is_named():
         C.decoder_cosines(model)
     with pytest.raises(ValueError, match="one row per token in every model's tensor"):
         C.train([torch.zeros(5, 3), torch.zeros(4, 4)], 4, "/tmp/unused", config())
+
+
+def test_auxk_gives_dead_latents_a_loss_and_a_gradient(monkeypatch):
+    xs, _ = planted(n=512)
+    xs = [x[:4] + 0.1 for x in xs]  # 4 examples at k = 1: at most 4 of the 16 latents fire
+    model = C.Crosscoder([32, 48], 16, k=1).train()
+    monkeypatch.setattr(C, "DEAD_AFTER", 1)  # every latent that did not fire in this batch counts as dead
+    loss, terms = C.batchtopk_loss(model, xs, aux_k=4)
+    assert terms["aux"] > 0 and 0 < terms["dead"] < 1
+    loss.backward()
+    dead = model.since_fired >= 1
+    assert model.W_dec[0].grad[dead].abs().sum() > 0  # the dead latents' decoders learn from the residual
