@@ -79,7 +79,10 @@ class Crosscoder(nn.Module):
     def encode(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """(B, L) latents: in training, BatchTopK's top ``k * B`` scores of the batch (and the threshold updated);
         at inference, the latents whose score passes the threshold; with ``l1``, the pre-activations."""
-        f = self.preactivations(xs)
+        return self.sparsify(self.preactivations(xs))
+
+    def sparsify(self, f: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` from the (B, L) pre-activations."""
         if self.kind == "l1":
             return f
         scores = f * self.decoder_norms().sum(0)  # (B, L)
@@ -129,7 +132,9 @@ def batchtopk_loss(model: Crosscoder, xs: list[torch.Tensor], aux_k: int = 512,
     """BatchTopK's loss on a batch: squared error + ``aux_weight`` x AuxK (the dead latents' best ``aux_k``
     reconstructing the residual, as a share of the residual's squared norm), and its terms; updates the count of
     examples since each latent fired."""
-    f, xhats = model(xs)
+    pre = model.preactivations(xs)  # (B, L), also the dead latents' candidates below
+    f = model.sparsify(pre)
+    xhats = model.decode(f)
     error = reconstruction_error(xs, xhats)
     with torch.no_grad():
         fired = (f > 0).any(0)
@@ -137,9 +142,9 @@ def batchtopk_loss(model: Crosscoder, xs: list[torch.Tensor], aux_k: int = 512,
     dead = model.since_fired >= DEAD_AFTER
     aux = torch.zeros(())
     if dead.any():
-        pre = model.preactivations(xs) * dead  # (B, L): the dead latents only
-        top = pre.topk(min(aux_k, int(dead.sum())), dim=-1)
-        sparse = torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+        candidates = pre * dead  # (B, L): the dead latents only
+        top = candidates.topk(min(aux_k, int(dead.sum())), dim=-1)
+        sparse = torch.zeros_like(candidates).scatter(-1, top.indices, top.values)
         residuals = [(x - xh).detach() for x, xh in zip(xs, xhats, strict=True)]
         guesses = [sparse @ w for w in model.W_dec]
         aux = (sum(((r - g) ** 2).sum(-1).mean() for r, g in zip(residuals, guesses, strict=True))

@@ -110,7 +110,18 @@ def sentence_probabilities(model, prompts: Sequence[str], trajectories: Sequence
                f"{len(prompts)}, {len(trajectories)} and {len(spans)}")
     if not prompts:
         return []
-    scores = model.score(list(prompts), list(trajectories), batch_size=batch_size)
+    return probabilities_of(model.score(list(prompts), list(trajectories), batch_size=batch_size), trajectories,
+                            spans, per)
+
+
+def probabilities_of(scores: Sequence, trajectories: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                     per: str = "token") -> list[torch.Tensor]:
+    """:func:`sentence_probabilities` from a model's scores of the trajectories already made (one
+    :class:`~kdlens.subjects.lm.ContinuationScore` per trajectory, its prompt the context): for a caller that
+    needs the scores for something else too."""
+    V.check_choice(per, "per", ("token", "character"))
+    if not scores:
+        return []
     # every trajectory's tokens and sentences one after another: one set of tensor operations for all of them
     counts = torch.tensor([len(sentences) for sentences in spans])  # (n,) sentences per trajectory
     lengths = torch.tensor([len(score.offsets) for score in scores])  # (n,) scored tokens per trajectory
@@ -346,7 +357,7 @@ def share_difference(categories: Sequence[Sequence[str | None]], first: Sequence
 def fits(model, prompts: Sequence[str], trajectories: Sequence[str]) -> list[bool]:
     """Whether each ``prompt + trajectory`` fits ``model``'s context (its ``max_positions``; always, without one)."""
     limit = model.max_positions
-    if limit is None:
+    if limit is None or not prompts:
         return [True] * len(prompts)
     ids = model.tokenizer([p + t for p, t in zip(prompts, trajectories, strict=True)],
                           add_special_tokens=True)["input_ids"]

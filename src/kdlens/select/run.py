@@ -26,6 +26,7 @@ from typing import Any
 
 from kdlens import io
 from kdlens.audit.lm.data import lab_tasks, load_questions, prompted
+from kdlens.audit.lm.stages import digest
 from kdlens.config import dump_yaml, read_config_file, validate
 from kdlens.probes import provenance as P
 from kdlens.rundir import RunDir, StageDir, StageOutput
@@ -33,7 +34,6 @@ from kdlens.select.choose import CLASSES, ResponseScore, choose, classify, usabl
 from kdlens.select.config import SelectConfig
 from kdlens.stages import Shard, Stage, StageRunner, batch_spans
 from kdlens.subjects.lm import LanguageModel
-from kdlens.subjects.lm.compress import weights
 from kdlens.subjects.sources import load_models
 from kdlens.validation import fail
 
@@ -67,7 +67,7 @@ def samples_stage(teacher: LanguageModel, questions: list, config: SelectConfig)
     """``config.k`` sampled teacher responses per problem (``rows``: one ``{"index", "texts"}`` per problem)."""
     settings = {"k": config.k, "temperature": config.temperature, "top_p": config.top_p, "seed": config.seed,
                 "max_new_tokens": config.max_new_tokens, "stop": config.stop, "batch_size": config.batch_size}
-    inputs = {"stage": "samples", "teacher": io.tensors_digest(weights(teacher.model)),
+    inputs = {"stage": "samples", "teacher": digest(teacher),
               "prompts": io.stable_hash([q.prompt for q in questions]), **settings}
 
     def map_chunk(chunk: Shard, stage_dir: StageDir) -> dict:
@@ -88,10 +88,6 @@ def samples_stage(teacher: LanguageModel, questions: list, config: SelectConfig)
                  reduce=reduce, examples=len(questions))
 
 
-def _mean_loss(model: LanguageModel, contexts: list[str], texts: list[str], batch_size: int) -> list[float]:
-    return [-score.mean for score in model.score(contexts, texts, batch_size=batch_size)]
-
-
 def scores_stage(run: RunDir, models: dict[str, LanguageModel], asked: dict[str, list], config: SelectConfig,
                  samples: str) -> Stage:
     """Every sampled response's sentences scored under T and S, its length in S's tokens and its IFD under S
@@ -101,7 +97,7 @@ def scores_stage(run: RunDir, models: dict[str, LanguageModel], asked: dict[str,
     cut = config.segmentation
     spans = [[P.segment(t, cut.terminators, cut.think) for t in row] for row in texts]
     inputs = {"stage": "scores", "samples": samples,
-              "models": {n: io.tensors_digest(weights(m.model)) for n, m in models.items()},
+              "models": {n: digest(m) for n, m in models.items()},
               "prompts": io.stable_hash({n: [q.prompt for q in asked[n]] for n in ROLES}), "per": config.per,
               "segmentation": cut.model_dump(mode="json")}
     student = models["student"]
@@ -110,21 +106,21 @@ def scores_stage(run: RunDir, models: dict[str, LanguageModel], asked: dict[str,
     def map_chunk(chunk: Shard, stage_dir: StageDir) -> dict:
         stage_dir.say(f"scoring: {chunk.start}/{len(texts)} problems")
         pairs = [(i, j) for i in range(chunk.start, chunk.stop) for j in range(len(texts[i])) if spans[i][j]]
-        fitting = [(i, j) for i, j in pairs if all(P.fits(models[r], [asked[r][i].prompt], [texts[i][j]])[0]
-                                                   for r in ROLES)]
+        responses = [texts[i][j] for i, j in pairs]
+        fit = [P.fits(models[r], [asked[r][i].prompt for i, _ in pairs], responses) for r in ROLES]
+        fitting = [pair for pair, *ok in zip(pairs, *fit, strict=True) if all(ok)]
+        responses, sentences = [texts[i][j] for i, j in fitting], [spans[i][j] for i, j in fitting]
         out: dict = {"pairs": [list(p) for p in fitting]}
+        scores = {role: models[role].score([asked[role][i].prompt for i, _ in fitting], responses,
+                                           batch_size=config.batch_size) if fitting else [] for role in ROLES}
         for role in ROLES:
-            found = P.sentence_probabilities(models[role], [asked[role][i].prompt for i, _ in fitting],
-                                             [texts[i][j] for i, j in fitting], [spans[i][j] for i, j in fitting],
-                                             per=config.per, batch_size=config.batch_size) if fitting else []
-            out[f"p_{role}"] = [p.tolist() for p in found]
-        conditioned = student.score([asked["student"][i].prompt for i, _ in fitting],
-                                    [texts[i][j] for i, j in fitting], batch_size=config.batch_size) if fitting else []
-        out["tokens"] = [len(score.token_logprobs) for score in conditioned]
+            out[f"p_{role}"] = [p.tolist() for p in P.probabilities_of(scores[role], responses, sentences,
+                                                                       config.per)]
+        out["tokens"] = [len(score.token_logprobs) for score in scores["student"]]  # S's tokens of the response
         if alone is not None and fitting:
-            given = [-score.mean for score in conditioned]
-            bare = _mean_loss(student, [alone] * len(fitting), [texts[i][j] for i, j in fitting], config.batch_size)
-            out["ifd"] = [g / b if b > 0 else None for g, b in zip(given, bare, strict=True)]
+            bare = student.score([alone] * len(fitting), responses, batch_size=config.batch_size)
+            out["ifd"] = [g.mean / b.mean if b.mean < 0 else None  # losses -mean: their ratio is the means'
+                          for g, b in zip(scores["student"], bare, strict=True)]
         else:
             out["ifd"] = [None] * len(fitting)  # a JSON part: None, not NaN
         return out
@@ -159,9 +155,7 @@ def response_scores(row: dict, beta: float) -> tuple[list[ResponseScore], list[l
             scores.append(ResponseScore(0, 0, 0, 0, 0, math.nan))
             classes.append([])
             continue
-        nan = [math.nan if p is None else p for p in response["p_teacher"]], \
-            [math.nan if p is None else p for p in response["p_student"]]
-        found = classify(*nan, beta)
+        found = classify(*([math.nan if p is None else p for p in response[f"p_{role}"]] for role in ROLES), beta)
         counts = {c: found.count(c) for c in CLASSES}
         ifd = math.nan if response["ifd"] is None else response["ifd"]
         scores.append(ResponseScore(len(found), counts["teacher"], counts["student"], counts["common"],

@@ -127,7 +127,8 @@ def shares_stage(run: RunDir, settings, upstream: dict[str, str | None]) -> Stag
                          "segmentation": settings.segmentation.model_dump(mode="json"), **thresholds, "students": {}}
         rows, summary = [], {}
         for d in dict.fromkeys(r["model"] for r in scores):
-            mine = [r for r in scores if r["model"] == d and r["scored"]]
+            theirs = [r for r in scores if r["model"] == d]
+            mine = [r for r in theirs if r["scored"]]
             p = {role: [_probabilities(r, role) for r in mine] for role in ROLES}
             categories = [P.categorize(*(p[role][j] for role in ROLES), settings.alpha, settings.beta)
                           for j in range(len(mine))]
@@ -136,8 +137,7 @@ def shares_stage(run: RunDir, settings, upstream: dict[str, str | None]) -> Stag
             places = [P.thirds(len(c)) for c in categories]
             right = [[ok] * len(c) for ok, c in zip(correct, categories, strict=True)]
             figures["students"][d] = {
-                "n_questions": sum(r["model"] == d for r in scores), "n_scored": len(mine),
-                "not_scored": _not_scored([r for r in scores if r["model"] == d]),
+                "n_questions": len(theirs), "n_scored": len(mine), "not_scored": _not_scored(theirs),
                 "overall": P.category_shares(categories, **bootstrap),
                 "by_position": P.position_shares(categories, **bootstrap),
                 "by_correctness": P.grouped_shares(categories, ["right" if ok else "wrong" for ok in correct],
