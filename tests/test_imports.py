@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kdlens"
 # DESIGN.md "Layers"; layer 0 in the order its modules may import one another
 BOTTOM = ("validation", "io", "config", "progress", "rundir", "distributed", "stages")
 LAYERS = {**dict.fromkeys(BOTTOM, 0), "measures": 1, "subjects": 2, "tasks": 2, "distill": 3, "probes": 3,
-          "audit": 4, "lab": 4, "report": 5, "select": 5, "cli": 6, "review": 6, "__main__": 7}
+          "audit": 4, "lab": 4, "report": 5, "select": 5, "diffing": 5, "cli": 6, "review": 6, "__main__": 7}
 
 
 def modules() -> dict[str, Path]:

@@ -212,6 +212,40 @@ def audit(
         _report(Path(parsed.run_dir))
 
 
+@app.command("crosscoder")
+@user_errors
+def crosscoder_command(
+    config: Path = typer.Argument(..., help="YAML: run_dir, first, second, names, texts, crosscoder."),
+    quiet: bool = typer.Option(False, help="No progress display."),
+) -> None:
+    """Diff two language models with a crosscoder on your texts: paired activations at one block, the crosscoder
+    trained on them, and which latents each model has alone, checked by Latent Scaling, with their contexts and
+    what removing them costs each model (run it again to resume; done stages load)."""
+    from kdlens.diffing.run import diff
+
+    found = diff(config, progress=not quiet)
+    first, second = found["base"], found["distilled"]
+    fit, counts, inside = found["fit"], found["counts"], found["inside"]
+    console.print(f"{found['n_latents']} latents ({found['kind']}) at {found['layers'][0]} / {found['layers'][1]}; "
+                  f"held-out FVE {fit['fve'][0]:.3f} ({escape(first)}) / {fit['fve'][1]:.3f} ({escape(second)}), "
+                  f"L0 {fit['l0']:.1f}, dead {fit['dead']:.1%}")
+    table = Table(title="latents one model has alone")
+    for column in ("model", "exclusive", "real (Latent Scaling)", "likely artifacts", "mostly template/special"):
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
+    for side, name in (("first", first), ("second", second)):
+        c = counts[side]
+        table.add_row(escape(name), str(c["exclusive"]), "-" if c["real"] is None else str(c["real"]),
+                      "-" if c["artifact"] is None else str(c["artifact"]), str(c["template_or_special"]))
+    console.print(table)
+    if inside is not None:
+        for key, name in (("base", first), ("distilled", second)):
+            e = inside[key]
+            console.print(f"{escape(name)}: next-token loss {e['original']['ce']:.3f} nats, with reconstructions "
+                          f"{e['spliced']['ce']:.3f} (KL {e['spliced']['kl']:.3f}); {escape(second)}'s exclusive "
+                          f"latents removed: {e['ablate_distilled']['ce'] - e['original']['ce']:+.3f}")
+    console.print(f"figures: {escape(found['run_dir'])}/crosscoder.json (contexts, every latent's label and ratios)")
+
+
 @app.command("select")
 @user_errors
 def select_command(

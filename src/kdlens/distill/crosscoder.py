@@ -120,26 +120,26 @@ def reconstruction_error(xs: list[torch.Tensor], xhats: list[torch.Tensor]) -> t
 
 def l1_loss(model: Crosscoder, xs: list[torch.Tensor], weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """The L1 crosscoder's loss on a batch: squared error + ``weight * sum_j f_j * sum_m ||d_j^m||`` (per example),
-    and its terms."""
+    and its terms; updates the count of examples since each latent fired."""
     f, xhats = model(xs)
     error = reconstruction_error(xs, xhats)
+    count_firing(model, f)
     sparsity = (f * model.decoder_norms().sum(0)).sum(-1).mean()
     return error + weight * sparsity, {"mse": float(error.detach()), "sparsity": float(sparsity.detach())}
 
 
-def batchtopk_loss(model: Crosscoder, xs: list[torch.Tensor], aux_k: int = 512,
-                   aux_weight: float = 1 / 32) -> tuple[torch.Tensor, dict[str, float]]:
+def batchtopk_loss(model: Crosscoder, xs: list[torch.Tensor], aux_k: int = 512, aux_weight: float = 1 / 32,
+                   dead_after: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """BatchTopK's loss on a batch: squared error + ``aux_weight`` x AuxK (the dead latents' best ``aux_k``
     reconstructing the residual, as a share of the residual's squared norm), and its terms; updates the count of
-    examples since each latent fired."""
+    examples since each latent fired. A latent is dead once ``dead_after`` examples (default ``DEAD_AFTER``) passed
+    since it last fired."""
     pre = model.preactivations(xs)  # (B, L), also the dead latents' candidates below
     f = model.sparsify(pre)
     xhats = model.decode(f)
     error = reconstruction_error(xs, xhats)
-    with torch.no_grad():
-        fired = (f > 0).any(0)
-        model.since_fired.add_(f.shape[0]).masked_fill_(fired, 0)
-    dead = model.since_fired >= DEAD_AFTER
+    count_firing(model, f)
+    dead = model.since_fired >= (DEAD_AFTER if dead_after is None else dead_after)
     aux = torch.zeros(())
     if dead.any():
         candidates = pre * dead  # (B, L): the dead latents only
@@ -151,6 +151,12 @@ def batchtopk_loss(model: Crosscoder, xs: list[torch.Tensor], aux_k: int = 512,
                / sum((r ** 2).sum(-1).mean() for r in residuals).clamp_min(1e-12))
     return error + aux_weight * aux, {"mse": float(error.detach()), "aux": float(aux.detach()),
                                       "dead": float(dead.float().mean())}
+
+
+def count_firing(model: Crosscoder, f: torch.Tensor) -> None:
+    """Update ``model.since_fired`` (examples since each latent last fired) with a batch's (B, L) latents."""
+    with torch.no_grad():
+        model.since_fired.add_(f.shape[0]).masked_fill_((f > 0).any(0), 0)
 
 
 def fraction_of_variance_explained(x: torch.Tensor, xhat: torch.Tensor) -> float:
@@ -189,12 +195,19 @@ def scale_to_sqrt_d(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     return x * scale, scale
 
 
+def dead_window(n: int) -> int:
+    """The firing window a latent is dead after on a data set of ``n`` pairs: ``DEAD_AFTER`` examples, or one epoch
+    where the set is smaller (a latent silent for a whole pass over the data is dead on it)."""
+    return min(DEAD_AFTER, n)
+
+
 def train(pairs: list[torch.Tensor], n_latents: int, run_dir: str | Path, config, kind: str = "batchtopk",
-          k: int = 32, l1_weight: float = 1.0) -> tuple[Crosscoder, list[dict]]:
+          k: int = 32, l1_weight: float = 1.0, on_epoch=None) -> tuple[Crosscoder, list[dict]]:
     """Train a crosscoder on paired activations (``pairs``: one (N, d_m) tensor per model, row i of each the same
     token) on the training loop (``config``: a :class:`~kdlens.distill.config.TrainConfig`; checkpoints and exact
-    resume in ``run_dir``); returns the model (in eval mode) and the per-epoch history, with each model's FVE and
-    the L0 on a fixed sample of ``EVAL_ROWS`` pairs."""
+    resume in ``run_dir``); returns the model (in eval mode) and the per-epoch history, with each model's FVE, the
+    L0 on a fixed sample of ``EVAL_ROWS`` pairs and the dead share (latents silent for :func:`dead_window` pairs).
+    ``on_epoch(figures)``, when given, hears each epoch's evaluation (FVEs, L0, dead share) as it is measured."""
     from kdlens.distill.loop import Step, Training, run
 
     n = pairs[0].shape[0]
@@ -203,14 +216,18 @@ def train(pairs: list[torch.Tensor], n_latents: int, run_dir: str | Path, config
     model = Crosscoder([p.shape[1] for p in pairs], n_latents, kind, k, seed=config.seed)
     steps = max(1, n // config.batch_size)
     total = steps * config.epochs
+    window = dead_window(n)
+
+    at_epoch = [0]  # the epoch being trained, for on_epoch
 
     def step(index: torch.Tensor, _, at) -> Step:
+        at_epoch[0] = at.epoch + 1
         xs = [p[index] for p in pairs]
         if kind == "l1":
             warm = min(1.0, (at.global_step + 1) / max(1, int(0.05 * total)))
             loss, terms = l1_loss(model, xs, l1_weight * warm)
         else:
-            loss, terms = batchtopk_loss(model, xs)
+            loss, terms = batchtopk_loss(model, xs, dead_after=window)
         return Step(loss, terms)
 
     held = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))[:EVAL_ROWS]
@@ -221,8 +238,12 @@ def train(pairs: list[torch.Tensor], n_latents: int, run_dir: str | Path, config
         with torch.no_grad():
             f, xhats = model(sample)
         model.train()
-        return {**{f"fve_{m}": fraction_of_variance_explained(p, xh) for m, (p, xh) in
-                   enumerate(zip(sample, xhats, strict=True))}, "l0": float((f > 0).float().sum(-1).mean())}
+        found = {**{f"fve_{m}": fraction_of_variance_explained(p, xh) for m, (p, xh) in
+                   enumerate(zip(sample, xhats, strict=True))}, "l0": float((f > 0).float().sum(-1).mean()),
+                "dead": float((model.since_fired >= window).float().mean())}
+        if on_epoch is not None:
+            on_epoch({"epoch": at_epoch[0], **found})
+        return found
 
     model.train()
     training = Training(modules={"crosscoder": model},

@@ -30,6 +30,8 @@ from kdlens.measures.evidence import (
     pointing_game,
 )
 from kdlens.measures.fidelity import Agreement, agreement, js_divergence, kl_divergence, total_variation
+from kdlens.measures.latent_scaling import Exclusivity, LatentScaling, classify_exclusive, latent_betas, latent_scaling
+from kdlens.measures.latent_statistics import LatentStatistics, contexts, group_shares
 from kdlens.measures.merging import merge_states
 from kdlens.measures.resampling import Interval
 from kdlens.measures.text_overlap import bleu, rouge_l, sentence_bleu
@@ -45,7 +47,10 @@ __all__ = [
     "Agreement",
     "CKAMatrix",
     "CalibrationError",
+    "Exclusivity",
     "Interval",
+    "LatentScaling",
+    "LatentStatistics",
     "LinearCKA",
     "MinibatchCKA",
     "PermutationTest",
@@ -60,14 +65,19 @@ __all__ = [
     "cka_bootstrap_interval",
     "cka_matrix",
     "cka_permutation_test",
+    "classify_exclusive",
     "classwise_expected_calibration_error",
     "confidence_calibration_error",
     "confidence_reliability_curve",
+    "contexts",
     "evidence_mass",
     "expected_calibration_error",
     "fit_temperature",
+    "group_shares",
     "js_divergence",
     "kl_divergence",
+    "latent_betas",
+    "latent_scaling",
     "linear_cka",
     "map_cosine",
     "map_spearman",

@@ -44,32 +44,46 @@ def paired_activations(first, second, texts: Sequence[str], layers: tuple[int | 
     Returns
     -------
     dict: ``"first"`` (N, d_1) and ``"second"`` (N, d_2) float32; ``"text"`` (N,) int64, the text each row comes
-    from; ``"pairing"``: ``"token"`` or ``"word"``; ``"layers"``: the two hidden-state names
+    from; ``"position"`` (N,) int64, the row's token index in its text (word pairing: the word's index);
+    ``"span"`` (N, 2) int64, the row's (start, end) characters in its text (the token's, or the word's);
+    ``"pairing"``: ``"token"`` or ``"word"``; ``"layers"``: the two hidden-state names
+
+    Each model runs only up to its block (:meth:`~kdlens.subjects.LanguageModel.block_outputs`). At a model's
+    last block that is the block's own output, before the final norm (transformers' last hidden state is after
+    it): the stream an edit of the block (:meth:`~kdlens.subjects.LanguageModel.editing`) changes, so a
+    reconstruction spliced back in is in the units it was read in.
     """
     texts = list(texts)
     if not texts:
         V.fail("texts", "at least one text", "none")
     names = (layer_name(first, layers[0]), layer_name(second, layers[1]))
     pairing = "token" if first.tokenizer.get_vocab() == second.tokenizer.get_vocab() else "word"
-    states = [model.hidden_states(texts, batch_size) for model in (first, second)]
+    states = []  # per model, per text: HiddenStates holding its layer alone, the forward stopped after the block
+    for model, name in zip((first, second), names, strict=True):
+        states.append(model.block_outputs(texts, int(name.removeprefix("layers.")), batch_size))
+    special = set(first.tokenizer.all_special_tokens)
     rows: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-    owners = []
+    owners, positions, spans = [], [], []
     for i, (text, a, b) in enumerate(zip(texts, *states, strict=True)):
         if pairing == "token":
             if a.offsets != b.offsets:
                 V.fail(f"texts[{i}]", "the same tokens under both models (they share a vocabulary)",
                        f"{len(a.offsets)} and {len(b.offsets)} tokens with other spans",
                        "Their tokenizers cut text differently: save both with the same tokenizer.json.")
-            special = set(first.tokenizer.all_special_tokens)
             kept = [t for t, ((start, end), token) in enumerate(zip(a.offsets, a.tokens, strict=True))
                     if keep_special or (end > start and token not in special)]
             picked = [a.layers[names[0]][kept], b.layers[names[1]][kept]]
+            where = [a.offsets[t] for t in kept]
         else:
-            spans = word_spans(text)
-            picked = [pool_by_spans(s.layers[n].double(), s.offsets, spans).float()
+            where = word_spans(text)
+            kept = list(range(len(where)))
+            picked = [pool_by_spans(s.layers[n].double(), s.offsets, where).float()
                       for s, n in ((a, names[0]), (b, names[1]))]
         rows[0].append(picked[0])
         rows[1].append(picked[1])
-        owners.append(torch.full((picked[0].shape[0],), i, dtype=torch.long))
+        owners.append(torch.full((len(kept),), i, dtype=torch.long))
+        positions.append(torch.tensor(kept, dtype=torch.long))
+        spans.append(torch.tensor(where, dtype=torch.long).reshape(-1, 2))
     return {"first": torch.cat(rows[0]), "second": torch.cat(rows[1]), "text": torch.cat(owners),
-            "pairing": pairing, "layers": list(names)}
+            "position": torch.cat(positions), "span": torch.cat(spans), "pairing": pairing, "layers": list(names)}
+

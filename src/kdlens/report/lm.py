@@ -6,20 +6,21 @@ step agreement and against BLEU with the teacher's traces); the trace x answer c
 with P(correct answer | correct trace), P(correct answer | wrong trace) and the independence test; accuracy,
 trace accuracy and step agreement by number of steps (where chains break) and, for your questions, by category;
 the calibration of the answer's probability; CKA between layers; where each sentence of the distilled students'
-traces came from (:mod:`kdlens.report.provenance`); sample traces with each sentence marked right or
+traces came from (:mod:`kdlens.report.provenance`); what a crosscoder of the base student and each distilled one
+says distillation changed inside (:mod:`kdlens.report.crosscoder`); sample traces with each sentence marked right or
 wrong. Where no checker could judge a trace (your questions with ``steps: none``), the page says the trace figures
 are fidelity only.
 """
 
 from __future__ import annotations
 
-from kdlens.report import plots, provenance
+from kdlens.report import crosscoder, plots, provenance
 from kdlens.report.tables import fmt, table_rows
 from kdlens.rundir import RunDir
 
 TEMPLATE = "report_lm.html.j2"
-SECTIONS = ("summary", "fidelity", "contingency", "steps", "calibration", "representations", "provenance", "samples",
-            "method")
+SECTIONS = ("summary", "fidelity", "contingency", "steps", "calibration", "representations", "provenance", "crosscoder",
+            "samples", "method")
 COLUMNS = (  # (key, header, format): the summary table, in reading order
     ("accuracy", "accuracy", "pct"), ("agreement", "answer agreement", "pct"),
     ("trace_accuracy", "trace accuracy", "pct"), ("step_agreement", "step agreement", "pct"),
@@ -90,4 +91,5 @@ def context(run: RunDir, results: dict, per_kind: int = 4) -> dict:
             "figures": _figures(results, stages), "sections": SECTIONS, "contingency": _contingency(results),
             "samples": results.get("samples", {}), "sample_titles": SAMPLE_TITLES, "task_units": TASK_UNITS,
             "provenance": provenance.section(run, list(results["students"])),
+            "crosscoder": crosscoder.section(run, list(results["students"])), "crosscoder_how": crosscoder.HOW_TO_RUN,
             **stages, "fmt": fmt}

@@ -476,3 +476,125 @@ def _interval_ends(value, name: str, ys: dict[str, np.ndarray], n: int) -> tuple
         j = int(np.flatnonzero(outside)[0])
         fail(f"intervals[{name!r}]", "intervals that hold their bar", f"[{low[j]}, {high[j]}] around {y[j]}")
     return low, high
+
+
+def histogram(edges: list[float], counts: list[float], xlabel: str, ylabel: str = "count", title: str = "",
+              marks: dict[str, float] | None = None) -> str:
+    """Counts over bins (bars spanning each bin's edges), with labelled dashed vertical lines at ``marks``, e.g. the
+    thresholds that cut the axis into classes.
+
+    Parameters
+    ----------
+    edges : list of float
+        Shape (n_bins + 1,), non-decreasing bin edges.
+    counts : list of float
+        Shape (n_bins,), non-negative count (or weight) per bin.
+    xlabel, ylabel : str
+        Axis labels with units.
+    title : str, optional
+    marks : dict[str, float], optional
+        ``marks[label] = x``: a dashed vertical line at x, named in the legend.
+
+    Returns
+    -------
+    str
+        ``<svg ...>...</svg>``.
+
+    Examples
+    --------
+    >>> svg = histogram([0.0, 0.5, 1.0], [3, 7], "r", marks={"low 0.3": 0.3})
+    >>> "low 0.3" in svg
+    True
+    """
+    bins = _values(edges, "edges")
+    if len(bins) < 2 or np.isnan(bins).any() or (np.diff(bins) < 0).any():
+        fail("edges", "at least 2 non-decreasing numbers (n_bins + 1 bin edges)", repr(edges))
+    heights = _values(counts, "counts", len(bins) - 1, "bin")
+    if np.isnan(heights).any() or (heights < 0).any():
+        fail("counts", "non-negative numbers", repr(counts))
+    xlabel, ylabel, title = _text(xlabel, "xlabel"), _text(ylabel, "ylabel"), _text(title, "title")
+    lines = {name: float(_values([x], f"marks[{name!r}]")[0]) for name, x in
+             (_mapping(marks, "marks", "x positions keyed by label") if marks is not None else {}).items()}
+    if any(math.isnan(x) for x in lines.values()):
+        fail("marks", "numbers", repr(marks))
+
+    with mpl.rc_context(_STYLE):
+        fig = Figure(figsize=(4.5, 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.bar(bins[:-1], heights, np.diff(bins), align="edge", color="C0", edgecolor="white", lw=0.4)
+        handles = [ax.axvline(x, ls="--", lw=1.0, color=f"C{3 + i % 7}") for i, x in enumerate(lines.values())]
+        if handles:
+            _legend_beside(ax, handles, list(lines))
+        if bins[-1] > bins[0]:
+            ax.set_xlim(bins[0], bins[-1])
+        ax.grid(axis="y", alpha=0.3, lw=0.5)
+        return _finish(fig, ax, title, xlabel, ylabel)
+
+
+def scatter(groups: dict[str, list[tuple[float | None, float | None]]], xlabel: str, ylabel: str, title: str = "",
+            colors: dict[str, str] | None = None, muted: Sequence[str] = (), vline: float | None = None,
+            hline: float | None = None) -> str:
+    """Points in named groups (one marker and colour per group, legend beside the axes), with optional dashed
+    threshold lines.
+
+    Parameters
+    ----------
+    groups : dict[str, list of (x, y)]
+        ``groups[name]``: its points; a point with a None coordinate is left out, a group may be empty (it keeps
+        its legend entry).
+    xlabel, ylabel : str
+        Axis labels with units.
+    title : str, optional
+    colors : dict[str, str], optional
+        A matplotlib colour per group name (others take the colour cycle).
+    muted : list of str, optional
+        Group names drawn small, grey and behind the others (a baseline).
+    vline, hline : float, optional
+        A dashed vertical line at x = ``vline``, a horizontal one at y = ``hline`` (thresholds).
+
+    Returns
+    -------
+    str
+        ``<svg ...>...</svg>``.
+
+    Examples
+    --------
+    >>> svg = scatter({"real": [(0.1, 0.2)], "baseline": [(0.9, 1.0), (None, 1.1)]}, "nu_error",
+    ...               "nu_reconstruction", colors={"real": "tab:green"}, muted=["baseline"], vline=0.5, hline=0.5)
+    >>> "baseline" in svg
+    True
+    """
+    _mapping(groups, "groups", "point lists keyed by group name")
+    xlabel, ylabel, title = _text(xlabel, "xlabel"), _text(ylabel, "ylabel"), _text(title, "title")
+    muted = _names(list(muted), "muted", allow_empty=True)
+    colors = dict(_mapping(colors, "colors", "matplotlib colours keyed by group name")) if colors else {}
+    for name in [*muted, *colors]:
+        if name not in groups:
+            fail(f"group {name!r}", f"one of the groups ({', '.join(map(repr, groups))})", repr(name))
+    for name, colour in colors.items():
+        if not mpl.colors.is_color_like(colour):
+            fail(f"colors[{name!r}]", "a matplotlib colour", repr(colour))
+    xy = {}
+    for name, points in groups.items():
+        if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
+            fail(f"groups[{name!r}]", "a list of (x, y) points", type(points).__name__, error=TypeError)
+        coords = np.array([_values(p, f"groups[{name!r}][{i}]", 2, "coordinate (x, y)")
+                           for i, p in enumerate(points)]).reshape(-1, 2)  # (n, 2)
+        xy[name] = coords[~np.isnan(coords).any(axis=1)]
+    lines = [(_values([v], which)[0], which) for v, which in ((vline, "vline"), (hline, "hline")) if v is not None]
+    if any(math.isnan(v) for v, _ in lines):
+        fail("vline` / `hline", "numbers or None", repr((vline, hline)))
+
+    with mpl.rc_context(_STYLE):
+        fig = Figure(figsize=(4.8, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        handles = []
+        for i, (name, points) in enumerate(xy.items()):
+            style = ({"s": 12, "color": "0.65", "zorder": 1} if name in muted else
+                     {"s": 26, "color": colors.get(name, f"C{i % 10}"), "edgecolor": "black", "lw": 0.4, "zorder": 3})
+            handles.append(ax.scatter(points[:, 0], points[:, 1], marker=_MARKERS[i % len(_MARKERS)], **style))
+        for value, which in lines:
+            (ax.axvline if which == "vline" else ax.axhline)(value, ls="--", lw=0.9, color="0.3", zorder=2)
+        _legend_beside(ax, handles, list(xy))
+        ax.grid(alpha=0.3, lw=0.5)
+        return _finish(fig, ax, title, xlabel, ylabel)

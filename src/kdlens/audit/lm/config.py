@@ -238,11 +238,80 @@ class ProvenanceProbe(StrictModel):
         return self.original_student is not None
 
 
+CUE_WORDS = ("wait", "therefore", "alternatively", "but", "however", "so", "thus", "hmm", "check", "because")
+
+
+class CrosscoderTraining(StrictModel):
+    """How the crosscoder is trained (on the training loop: checkpoints, exact resume)."""
+
+    kind: Literal["batchtopk", "l1"] = Field("batchtopk", description="batchtopk (Minder et al. 2025: fewer "
+                                            "artifacts) or l1 (Anthropic's crosscoder)")
+    expansion: int = Field(8, ge=1, le=256, description="latents per dimension of the wider model")
+    k: int = Field(32, ge=1, le=4096, description="batchtopk: latents kept per example on average")
+    l1_weight: float = Field(1.0, ge=0, description="l1: the penalty's weight (warmed up over the first 5% of steps)")
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(1024, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+
+
+class SteeringSettings(StrictModel):
+    """Steering: a latent's decoder direction added at the layer while the distilled student writes its traces."""
+
+    latents: int = Field(3, ge=0, le=64, description="the distilled student's exclusive latents steered (those "
+                         "Latent Scaling calls real first, by how often they fire); 0: no steering")
+    scales: list[float] = Field([-4.0, -2.0, 0.0, 2.0, 4.0, 8.0], min_length=2, description="multiples of the "
+                                "latent's largest write seen on the data (0: unsteered)")
+    n: int = Field(40, ge=1, le=100_000, description="the first n questions")
+
+    @model_validator(mode="after")
+    def _unsteered(self):
+        if 0.0 not in self.scales:
+            raise ValueError("steering.scales must include 0.0 (the unsteered model every scale is compared with)")
+        return self
+
+
+class CrosscoderProbe(StrictModel):
+    """Crosscoder model-diffing (Lindsey et al. 2024; Minder et al. 2025): one dictionary of latents over the
+    residual streams of ``base`` and each other student at one block each, trained on every question followed by
+    the teacher's, the base's and that student's traces; runs when ``base`` names one of the students."""
+
+    base: str | None = Field(None, description="the model before distillation (one of students:)")
+    students: list[str] | None = Field(None, min_length=1, description="the students compared with the base "
+                                       "(null: every other student)")
+    layer: int | None = Field(None, ge=0, description="the block whose output is read in every model (null: half "
+                              "depth of each)")
+    n: int | None = Field(200, ge=2, le=100_000, description="the first n questions (null: all)")
+    batch_size: int = Field(16, ge=1, le=4096)
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="how the activations are stored")
+    keep_special: bool = Field(False, description="keep BOS, padding and special (chat-template) tokens")
+    eval_share: float = Field(0.1, gt=0, lt=1, description="share of questions held out: FVE, loss recovered and "
+                              "ablation are measured on their texts")
+    training: CrosscoderTraining = Field(default_factory=CrosscoderTraining)
+    low: float = Field(0.3, gt=0, lt=1, description="relative decoder norm below which a latent is the base's alone")
+    high: float = Field(0.7, gt=0, lt=1, description="... above which it is the distilled student's alone")
+    contexts: int = Field(8, ge=1, le=100, description="top-activating contexts kept per latent")
+    shown: int = Field(12, ge=1, le=1000, description="exclusive latents shown per side in the report")
+    cue_words: list[str] = Field(list(CUE_WORDS), description="words a latent is labelled by when it fires on them")
+    steering: SteeringSettings = Field(default_factory=SteeringSettings)
+
+    @model_validator(mode="after")
+    def _thresholds(self):
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high}): latents between them are shared")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.base is not None
+
+
 class LMProbes(StrictModel):
     traces: TracesProbe = Field(default_factory=TracesProbe)
     calibration: AnswerCalibrationProbe = Field(default_factory=AnswerCalibrationProbe)
     representations: LMRepresentationsProbe = Field(default_factory=LMRepresentationsProbe)
     provenance: ProvenanceProbe = Field(default_factory=ProvenanceProbe)
+    crosscoder: CrosscoderProbe = Field(default_factory=CrosscoderProbe)
 
 
 class LMAuditConfig(AuditSettings):
@@ -260,6 +329,7 @@ class LMAuditConfig(AuditSettings):
             check_model_name(name)
         if self.students:
             check_original_student(self.probes.provenance.original_student, list(self.students))
+            check_base(self.probes.crosscoder.base, list(self.students), self.probes.crosscoder.students)
         return self
 
 
@@ -274,6 +344,26 @@ def check_original_student(name: str | None, students: list[str]) -> None:
     if len(students) < 2:
         raise ValueError(f"probes.provenance.original_student is {name!r}, the only student: provenance traces the "
                          f"sentences of distilled students, so add at least one more student")
+
+
+def check_base(name: str | None, students: list[str], compared: list[str] | None = None) -> None:
+    """``probes.crosscoder.base`` names one of the students, and another student is left to compare it with
+    (``compared``: ``probes.crosscoder.students``, each one of the students other than the base)."""
+    for other in compared or []:
+        if other not in students or other == name:
+            raise ValueError(f"probes.crosscoder.students names {other!r}, which is "
+                             f"{'the base itself' if other == name else 'none of the students'} "
+                             f"({', '.join(students)}).{did_you_mean(other, students)} List students to compare "
+                             f"with the base.")
+    if name is None:
+        return
+    if name not in students:
+        raise ValueError(f"probes.crosscoder.base is {name!r}, which is none of the students "
+                         f"({', '.join(students)}).{did_you_mean(name, students)} Give the student before "
+                         f"distillation, audited beside the others.")
+    if len(students) < 2:
+        raise ValueError(f"probes.crosscoder.base is {name!r}, the only student: the crosscoder compares it with "
+                         f"distilled students, so add at least one more student")
 
 
 def check_model_name(name: str) -> None:

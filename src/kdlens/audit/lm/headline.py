@@ -141,6 +141,33 @@ def provenance_section(figures: dict | None, students: list[str]) -> dict | None
                                      for name in students if name in figures["students"]}}
 
 
+CROSSCODER_KEYS = ("base", "layers", "pairing", "widths", "kind", "k", "n_latents", "n_rows", "n_train", "n_eval",
+                   "low", "high", "fit", "counts", "inside")
+
+
+def crosscoder_section(run: RunDir, students: list[str]) -> dict | None:
+    """``results.json``'s ``crosscoder``: per distilled student (in the order of ``students``) the crosscoder's fit
+    (FVE per model, L0, dead share), the latents per class, the exclusive latents per side with Latent Scaling's
+    verdicts, the losses with reconstructions spliced in and with exclusive latents ablated, each exclusive
+    latent's statistics and label (contexts stay in the stage's figures), and the steering curves. None when the
+    probe did not run."""
+    out = {}
+    for name in students:
+        figures = run.stage(f"crosscoder-{name}").figures()
+        if figures is None:
+            continue
+        entry = {k: figures[k] for k in CROSSCODER_KEYS}
+        entry["classes"] = figures["classes"]["counts"]
+        entry["latent_scaling_thresholds"] = (figures["latent_scaling"] or {}).get("thresholds")
+        entry["latents"] = {side: [{k: v for k, v in e.items() if k != "contexts"} for e in entries]
+                            for side, entries in figures["latents"].items()}
+        steering = run.stage(f"crosscoder-steering-{name}").figures()
+        entry["steering"] = None if steering is None else {k: steering[k] for k in ("scales", "n", "curves")} | {
+            "latents": [{k: v for k, v in c.items() if k != "direction"} for c in steering["latents"]]}
+        out[name] = entry
+    return out or None
+
+
 def headline(run: RunDir, data: dict, students: list[str], sections: dict, samples: int = 3) -> Headline:
     """The headline of a language-model audit from its run directory (its ``traces`` stage done): ``data`` as given,
     the teacher's and every student's metrics, and the sections (``thresholds``, ``breakdowns`` by number of steps,
@@ -156,4 +183,5 @@ def headline(run: RunDir, data: dict, students: list[str], sections: dict, sampl
         "thresholds": None, "breakdowns": {"steps": steps_breakdown(traces, [TEACHER, *students]),
                                            "categories": steps_breakdown(traces, [TEACHER, *students], "category")},
         "samples": pick_samples(rows, [TEACHER, *students], samples),
-        "provenance": provenance_section(run.stage("provenance").figures(), students), **sections})
+        "provenance": provenance_section(run.stage("provenance").figures(), students),
+        "crosscoder": crosscoder_section(run, students), **sections})

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from kdlens.audit.common import TEACHER
 from kdlens.audit.kind import Headline, Prepared
-from kdlens.audit.lm import provenance
-from kdlens.audit.lm.config import LMAuditConfig, QuestionsAuditData, check_model_name, check_original_student
+from kdlens.audit.lm import crosscoder, provenance
+from kdlens.audit.lm.config import (
+    LMAuditConfig,
+    QuestionsAuditData,
+    check_base,
+    check_model_name,
+    check_original_student,
+)
+from kdlens.audit.lm.crosscoder_analysis import analysis_stage
 from kdlens.audit.lm.data import lab_tasks, load_questions, prompted
 from kdlens.audit.lm.headline import headline
 from kdlens.audit.lm.stages import calibration_stage, generation_stage, representations_stage, traces_stage
@@ -71,7 +78,7 @@ class LanguageModelKind:
     name = "lm"
     config_type = LMAuditConfig
     tasks = ("reasoning", "questions")
-    lines = ("traces", "calibration", "representations", "provenance")
+    lines = ("traces", "calibration", "representations", "provenance", "crosscoder")
 
     def prepare(self, config: LMAuditConfig, teacher, students, baselines, progress: bool,
                 device: str = "cpu") -> Prepared:
@@ -82,6 +89,7 @@ class LanguageModelKind:
         bare = load_questions(config.data)
         names = list(students) if students is not None else list(config.students)
         check_original_student(config.probes.provenance.original_student, names)
+        check_base(config.probes.crosscoder.base, names, config.probes.crosscoder.students)
         models = _models(config, teacher, students, progress, device)
         for model in models.values():
             model.model.eval()
@@ -123,6 +131,39 @@ class LanguageModelKind:
         else:
             runner.skip("provenance-scores")
             runner.skip("provenance")
+        if probes.crosscoder.enabled:
+            self._crosscoders(audit, runner, settings)
+        else:
+            for d in audit.students:
+                for name in crosscoder.names(d).values():
+                    runner.skip(name)
+            runner.skip("crosscoder")
+
+    def _crosscoders(self, audit: Prepared, runner: StageRunner, settings: dict) -> None:
+        """The crosscoder stages of the base against each other student (:mod:`kdlens.audit.lm.crosscoder`)."""
+        config, models, asked = audit.config, audit.models, audit.extra["asked"]
+        probe, run = config.probes.crosscoder, runner.run_dir
+        with runner.line("crosscoder"):
+            for d in audit.students:
+                if d == probe.base or (probe.students is not None and d not in probe.students):
+                    for name in crosscoder.names(d).values():
+                        runner.skip(name)
+                    continue
+                stage = crosscoder.names(d)
+                read = crosscoder.texts_of(run, asked, audit.extra["bare"], probe.base, d, probe.n)
+                runner.run(crosscoder.activations_stage(models, probe.base, d, read, probe), line="crosscoder")
+                runner.run(crosscoder.training_stage(run, d, probe, read,
+                                                     runner.inputs_hash(stage["activations"])), line="crosscoder")
+                upstream = {k: runner.inputs_hash(stage[k]) for k in ("activations", "train")}
+                runner.run(analysis_stage(run, models, probe.base, d, read, probe, upstream), line="crosscoder")
+                if probe.steering.latents:
+                    turn_ends = end_of_turn_ids(models[d]) if getattr(config.data, "chat", False) else []
+                    mine = {**settings, **({"stop_ids": turn_ends} if turn_ends else {})}
+                    runner.run(crosscoder.steering_stage(run, models, probe.base, d, asked[d], mine, probe,
+                                                         config.probes.provenance,
+                                                         runner.inputs_hash(stage["analysis"])), line="crosscoder")
+                else:
+                    runner.skip(stage["steering"])
 
     def headline(self, audit: Prepared, run: RunDir) -> Headline:
         config, n = audit.config, len(audit.extra["questions"])

@@ -8,7 +8,9 @@ without gradients and restores the model's mode afterwards.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from kdlens import validation as C
 from kdlens.subjects.lm.batching import inference, pad_rows, range_mask
 from kdlens.subjects.lm.checks import check_batch_size, check_texts
 from kdlens.subjects.lm.head import output_head, reproduces_logits, target_logprobs
+from kdlens.subjects.lm.layers import check_block, edit_block, run_to_block
 from kdlens.subjects.lm.load import gguf_file, import_transformers, load_gguf, load_pretrained
 from kdlens.subjects.lm.results import ContinuationScore, Encoding, HiddenStates, TokenLogits
 from kdlens.subjects.lm.spans import continuation_tokens, spans_from
@@ -345,6 +348,68 @@ class LanguageModel:
                 layers = {name: h[b, :n].float().cpu() for name, h in zip(names, out.hidden_states, strict=True)}
                 results.append(HiddenStates(layers, e.offsets, self._token_strings(e.ids)))
         return results
+
+    def block_outputs(self, texts: list[str], block: int, batch_size: int = 16) -> list[HiddenStates]:
+        """Block ``block``'s output per token for each text (the residual stream after it), the forward pass stopped
+        right after that block: later blocks and the vocabulary head never run, and no other layer is kept.
+
+        For ``block < num_hidden_layers - 1`` this equals ``hidden_states(texts)[i].layers[f"layers.{block}"]``.
+        For the last block it is the block's own output, *before* the model's final norm, where
+        :meth:`hidden_states` (as transformers) gives the last entry after it. Edits of the block
+        (:meth:`editing`) are applied before it is read.
+
+        Parameters
+        ----------
+        texts : list of n str
+        block : int, 0 to ``num_hidden_layers - 1``
+        batch_size : int, texts per forward pass (right-padded; padding is dropped from the results)
+
+        Returns
+        -------
+        list of n :class:`HiddenStates`, each ``layers`` ``{f"layers.{block}": (T, d) float32 CPU tensor}``, T
+        counting special tokens, with the tokens' spans and strings
+        """
+        texts, batch_size = check_texts(texts, "texts"), check_batch_size(batch_size)
+        block = check_block(self.model, block, "block", self.name)
+        name, results = f"layers.{block}", []
+        encodings = self.encode(texts)
+        with inference(self.model):
+            for lo in range(0, len(encodings), batch_size):
+                chunk = encodings[lo:lo + batch_size]
+                run = partial(self._forward, [e.ids for e in chunk], base=True, use_cache=False)
+                hidden = run_to_block(self.model, block, run)
+                for b, e in enumerate(chunk):  # hidden: (B, T, d)
+                    states = {name: hidden[b, :len(e.ids)].to("cpu", torch.float32)}
+                    results.append(HiddenStates(states, e.offsets, self._token_strings(e.ids)))
+        return results
+
+    @contextmanager
+    def editing(self, block: int, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[LanguageModel]:
+        """Inside the ``with``, every forward pass of the model (:meth:`score`, :meth:`token_logits`,
+        :meth:`hidden_states`, :meth:`block_outputs`, :meth:`generate`, or ``self.model`` called directly) sees
+        block ``block``'s output replaced by ``edit(hidden)``: splice a reconstruction in, ablate a direction, steer.
+
+        ``hidden`` is (B, T, d) in the model's dtype, padding included (T is 1 at each step of a generation with a
+        KV cache); ``edit`` returns a tensor of its shape (a ValueError names both shapes otherwise), cast back to
+        that dtype. The hook is removed on exit, also when the body or the edit raises. Edits nested on one block
+        apply innermost first. Yields the model itself.
+
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> from kdlens.subjects.word_tokenizer import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["the cat sat on the mat ."])
+        >>> _ = torch.manual_seed(0)
+        >>> lm = LanguageModel(LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32,
+        ...     intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)), tok)
+        >>> before = lm.block_outputs(["the cat"], 0)[0].layers["layers.0"]
+        >>> with lm.editing(0, lambda hidden: hidden + 1.0):
+        ...     after = lm.block_outputs(["the cat"], 0)[0].layers["layers.0"]
+        >>> torch.allclose(after, before + 1.0)
+        True
+        """
+        block = check_block(self.model, block, "block", self.name)
+        with edit_block(self.model, block, edit):
+            yield self
 
     def token_logits(self, texts: list[str], batch_size: int = 16) -> list[TokenLogits]:
         """(T, V) next-token logits per text (float32, CPU), with ids, spans and token strings, for token-level KD.

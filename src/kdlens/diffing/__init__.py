@@ -1,0 +1,1 @@
+"""``kdlens crosscoder CONFIG``: crosscoder model-diffing of any two language models on your texts."""
