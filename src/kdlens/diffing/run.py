@@ -30,28 +30,35 @@ def as_crosscoder_config(config: Any) -> CrosscoderConfig:
 
 
 def read_texts_file(source: TextsSource) -> list[str]:
-    """The first ``source.n`` non-empty texts of a local file (see :class:`~kdlens.diffing.config.TextsSource`)."""
-    path = Path(source.path)
-    if not path.is_file():
-        fail("texts.path", "a local file of texts", f"{path} (no such file)", error=FileNotFoundError)
-    kind = source.format or {".txt": "txt", ".jsonl": "json", ".json": "json", ".csv": "csv",
-                             ".parquet": "parquet"}.get(path.suffix.lower())
-    if kind is None:
-        fail("texts.path", "a .txt, .jsonl, .json, .csv or .parquet file (or texts.format)", str(path))
-    if kind == "txt":
-        texts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
-    else:
-        import datasets
-
-        table = datasets.load_dataset("json" if kind == "jsonl" else kind, data_files=str(path), split="train",
-                                      keep_in_memory=True)
-        if source.field not in table.column_names:
-            fail("texts.field", f"one of the file's columns ({', '.join(table.column_names)})", repr(source.field))
-        texts = [str(t) for t in table[source.field] if t is not None]
+    """The first ``source.n`` non-empty texts of its files, in order (:class:`~kdlens.diffing.config.TextsSource`)."""
+    texts: list[str] = []
+    for path in [source.path] if isinstance(source.path, str) else source.path:
+        texts += _read(Path(path), source)
     texts = [t for t in texts if t.strip()][:source.n]
     if len(texts) < 2:
-        fail(str(path), "at least 2 non-empty texts (one is held out)", str(len(texts)))
+        fail("texts", "at least 2 non-empty texts (one is held out)", str(len(texts)))
     return texts
+
+
+def _read(path: Path, source: TextsSource) -> list[str]:
+    if not path.is_file():
+        fail("texts.path", "a local file of texts", f"{path} (no such file)", error=FileNotFoundError)
+    kind = source.format or {".txt": "txt", ".md": "paragraphs", ".jsonl": "json", ".json": "json", ".csv": "csv",
+                             ".parquet": "parquet"}.get(path.suffix.lower())
+    if kind is None:
+        fail("texts.path", "a .txt, .md, .jsonl, .json, .csv or .parquet file (or texts.format)", str(path))
+    if kind in ("txt", "paragraphs"):
+        text = path.read_text(encoding="utf-8")
+        if kind == "txt":
+            return text.splitlines()
+        return [" ".join(block.split()) for block in text.split("\n\n")]
+    import datasets
+
+    table = datasets.load_dataset("json" if kind == "jsonl" else kind, data_files=str(path), split="train",
+                                  keep_in_memory=True)
+    if source.field not in table.column_names:
+        fail("texts.field", f"one of {path.name}'s columns ({', '.join(table.column_names)})", repr(source.field))
+    return [str(t) for t in table[source.field] if t is not None]
 
 
 def diff(config: Any, progress: bool = True) -> dict:

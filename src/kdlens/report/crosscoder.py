@@ -26,7 +26,7 @@ from kdlens.rundir import RunDir
 # The stage names (kdlens.audit.lm.crosscoder.names; not imported: the audit imports torch, the report must not).
 ANALYSIS, STEERING = "crosscoder-{}", "crosscoder-steering-{}"
 HOW_TO_RUN = "probes: {crosscoder: {base: NAME}}"
-ABLATIONS = ("ablate_distilled", "ablate_base", "ablate_shared")
+ABLATIONS = ("ablate_distilled", "ablate_base", "ablate_distilled_leaning", "ablate_base_leaning", "ablate_shared")
 VERDICT_COLOURS = {"real": "tab:green", "artifact": "tab:red"}
 
 
@@ -48,8 +48,11 @@ def _student(figures: dict, steered: dict | None, rows: list[dict], traces: int)
     base, d = figures["base"], figures["distilled"]
     sides = {"second": f"{d} only", "first": f"{base} only"}  # D's first
     return {"base": base, "distilled": d, "headline": _headline(figures), "classes": _classes(figures, sides),
-            "scaling": _scaling(figures, sides), "sides": [_latents(figures, side, title) for side, title in
-                                                           sides.items()],
+            "scaling": _scaling(figures, sides),
+            "sides": [_latents(figures, side, title) for side, title in sides.items()]
+            + [_latents(figures, side, title, "leaning") for side, title in
+               (("second", f"most {d}-leaning (highest r)"), ("first", f"most {base}-leaning (lowest r)"))
+               if figures.get("leaning")],
             "ablation": _ablation(figures), "steering": _steering(d, steered, rows, traces)}
 
 
@@ -71,9 +74,13 @@ def _headline(figures: dict) -> list[str]:
         facts.append("loss recovered: not measured (the models do not share a tokenizer, so their rows are paired "
                      "by word and no block output can be replaced token for token)")
     else:
-        facts.append(f"loss recovered (spliced reconstruction against a zeroed block): {base} "
-                     f"{fmt(inside['base']['loss_recovered'], 'pct')}, {d} "
-                     f"{fmt(inside['distilled']['loss_recovered'], 'pct')}")
+        shown = []
+        for key, name in (("base", base), ("distilled", d)):
+            entry = inside[key]
+            value = fmt(entry["loss_recovered"], "pct") if entry["loss_recovered"] is not None else \
+                f"not defined ({entry.get('loss_recovered_why', 'zeroing does not raise the loss')})"
+            shown.append(f"{name} {value}, KL {entry['spliced']['kl']:.3f} nats/token")
+        facts.append("with the reconstruction spliced in (loss recovered against a zeroed block): " + "; ".join(shown))
     return facts
 
 
@@ -140,10 +147,11 @@ def _count(value: int | None) -> str:
     return "–" if value is None else str(value)
 
 
-def _latents(figures: dict, side: str, title: str) -> dict:
-    """One side's exclusive latents as table rows (formatted cells) with their top contexts."""
+def _latents(figures: dict, side: str, title: str, key: str = "latents") -> dict:
+    """One side's exclusive latents (``key`` "latents") or most one-sided live ones ("leaning") as table rows
+    (formatted cells) with their top contexts."""
     rows = []
-    for e in figures["latents"][side]:
+    for e in figures[key][side]:
         cues = ", ".join(sorted(e["cues"], key=lambda w: -e["cues"][w]))
         rows.append({
             "latent": e["latent"], "r": fmt(e["r"], "f3"), "frequency": f"{100 * e['frequency']:.2f}%",
@@ -155,7 +163,7 @@ def _latents(figures: dict, side: str, title: str) -> dict:
             "contexts": [{"before": c["before"], "token": c["token"], "after": c["after"],
                           "activation": fmt(c["activation"], "f2"), "region": c["region"]}
                          for c in e.get("contexts", [])]})
-    return {"title": title, "rows": rows}
+    return {"title": title, "rows": rows, "what": "exclusive latents" if key == "latents" else "latents"}
 
 
 def _ablation(figures: dict) -> dict | None:
@@ -167,9 +175,11 @@ def _ablation(figures: dict) -> dict | None:
     base, d, removed = figures["base"], figures["distilled"], inside["removed"]
     labels = {"ablate_distilled": f"remove {d}-only ({removed['ablate_distilled']})",
               "ablate_base": f"remove {base}-only ({removed['ablate_base']})",
+              "ablate_distilled_leaning": f"remove most {d}-leaning ({removed.get('ablate_distilled_leaning', 0)})",
+              "ablate_base_leaning": f"remove most {base}-leaning ({removed.get('ablate_base_leaning', 0)})",
               "ablate_shared": f"remove shared, control ({removed['ablate_shared']})",
               "spliced": "splice reconstruction"}
-    keys = [k for k in ABLATIONS if removed[k]] + ["spliced"]  # an ablation of no latent changes nothing
+    keys = [k for k in ABLATIONS if removed.get(k)] + ["spliced"]  # an ablation of no latent changes nothing
     models = {base: inside["base"], d: inside["distilled"]}
     delta = {m: {k: e[k]["ce"] - e["original"]["ce"] for k in keys} for m, e in models.items()}
     charts = [plots.bar_chart([labels[k] for k in keys], {m: [delta[m][k] for k in keys] for m in models},
@@ -184,6 +194,11 @@ def _ablation(figures: dict) -> dict | None:
                 f"{delta[d]['ablate_shared']:+.3f} and {delta[base]['ablate_shared']:+.3f}.")
     else:
         said = f"{d} has no exclusive latent to remove."
+    if removed.get("ablate_distilled_leaning"):
+        said += (f" Removing {d}'s {removed['ablate_distilled_leaning']} most {d}-leaning latents (highest r) "
+                 f"changes {d}'s loss by {delta[d]['ablate_distilled_leaning']:+.3f} and {base}'s by "
+                 f"{delta[base]['ablate_distilled_leaning']:+.3f}; the {removed['ablate_shared']} random shared "
+                 f"latents of the control by {delta[d]['ablate_shared']:+.3f} and {delta[base]['ablate_shared']:+.3f}.")
     if removed["ablate_base"]:
         said += (f" Removing {base}'s {removed['ablate_base']} exclusive latents changes {base}'s loss by "
                  f"{delta[base]['ablate_base']:+.3f} and {d}'s by {delta[d]['ablate_base']:+.3f}.")
@@ -211,7 +226,8 @@ def _steering(d: str, figures: dict | None, rows: list[dict], traces: int) -> di
     if not chosen:
         return out
     scales = sorted({float(s) for s in figures["scales"]} | {0.0})
-    names = {c["latent"]: f"latent {c['latent']} ({c['verdict'] or 'not tested'})" for c in chosen}
+    names = {c["latent"]: (f"latent {c['latent']} ({c['verdict'] or 'not tested'})" if c.get("exclusive", True)
+                           else f"latent {c['latent']} (shared, r {c['r']:.2f})") for c in chosen}
     metrics = [("answer accuracy", lambda e: e["accuracy"]), ("trace accuracy", lambda e: e["trace_accuracy"]),
                ("mean trace length (tokens)", lambda e: e["tokens"]), ("teacher share of sentences", _teacher)]
     for label, value in metrics:

@@ -260,7 +260,7 @@ class SteeringSettings(StrictModel):
 
     latents: int = Field(3, ge=0, le=64, description="the distilled student's exclusive latents steered (those "
                          "Latent Scaling calls real first, by how often they fire); 0: no steering")
-    scales: list[float] = Field([-4.0, -2.0, 0.0, 2.0, 4.0, 8.0], min_length=2, description="multiples of the "
+    scales: list[float] = Field([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], min_length=2, description="multiples of the "
                                 "latent's largest write seen on the data (0: unsteered)")
     n: int = Field(40, ge=1, le=100_000, description="the first n questions")
 

@@ -5,16 +5,22 @@
   latents that never fire on the data;
 - the relative decoder norm r_j = ||d_j^D|| / (||d_j^B|| + ||d_j^D||) of every live latent, its histogram and
   classes (B's alone below ``low``, D's alone above ``high``, shared between); the decoder cosine of shared latents;
-- Latent Scaling (:mod:`kdlens.measures.latent_scaling`) of every exclusive latent against an equal-size seeded
-  sample of shared ones, so each is "real" or a likely "artifact";
+- Latent Scaling (:mod:`kdlens.measures.latent_scaling`) of every exclusive latent against a seeded sample of
+  shared ones (as many, and at least ``BASELINE_LATENTS``), so each is "real" or a likely "artifact";
 - per exclusive latent: how often and how strongly it fires, its top-activating contexts, the words it fires on
   (and the config's cue words), and where its activation falls: special tokens, the prompt's template, the
   question, the teacher's, B's or D's trace (its label: the region it favours most over that region's share of
   tokens); how many fire mostly on template or special tokens;
 - inside the models (models that share a tokenizer): each model's next-token loss and KL with its activations
-  replaced by their reconstructions (and zeroed, for the loss recovered), and with the writes of D's exclusive
-  latents, B's exclusive latents, or as many random shared latents removed, the error term kept;
-- the latents steering will add (D's exclusive ones, "real" first, by how often they fire) and their directions.
+  replaced by their reconstructions (and zeroed: the loss recovered is (CE_zeroed - CE_spliced) / (CE_zeroed -
+  CE_original), None where zeroing does not raise the loss, as for a model that does not predict the texts), and
+  with the writes of D's exclusive latents, B's exclusive latents, or as many random shared latents removed, the
+  error term kept;
+- the ``LEANING`` most one-sided live latents of each side (highest and lowest r), described like the exclusive
+  ones: where no latent is exclusive (a distilled model whose stream was re-pointed rather than extended), these
+  are what ablation and steering can still probe;
+- the latents steering will add (D's exclusive ones, "real" first, by how often they fire; then its most
+  one-sided ones) and their directions.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from kdlens.stages import Stage
 
 REGIONS = ("special", "template", "question", "teacher trace", "base trace", "distilled trace", "text")
 CHUNK = 8192  # rows encoded at a time
+LEANING = 10  # the most one-sided live latents (highest r, lowest r) also described, ablated and steered
+BASELINE_LATENTS = 50  # the fewest shared latents Latent Scaling's baseline holds (as many as the exclusive, if more)
 HISTOGRAM_BINS = 50
 
 
@@ -82,11 +90,16 @@ def analysis_stage(run: RunDir, models: dict, base: str, d: str, read: dict, set
             words = _words(arrays, read)
             figures["latents"] = {side: _describe(coder, xs, latents, seen, r, scaling, regions, words, arrays,
                                                   read, settings) for side, latents in exclusive.items()}
+            ranked = sorted((j for j in range(coder.n_latents) if live[j]), key=lambda j: (-float(r[j]), j))
+            leaning = {"second": ranked[:LEANING], "first": ranked[::-1][:LEANING]}
+            figures["leaning"] = {side: _describe(coder, xs, latents, seen, r, scaling, regions, words, arrays,
+                                                  read, settings) for side, latents in leaning.items()}
             figures["region_rows"] = {name: int((regions == g).sum()) for g, name in enumerate(REGIONS)}
             figures["counts"] = _counts(figures["latents"], scaling)
-            figures["inside"] = _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, classes,
-                                        live, settings) if made["pairing"] == "token" else None
-            figures["steering"] = {"latents": _steered(coder, figures["latents"]["second"], made["scales"][1],
+            figures["inside"] = _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, leaning,
+                                        classes, live, settings) if made["pairing"] == "token" else None
+            figures["steering"] = {"latents": _steered(coder, figures["latents"]["second"],
+                                                       figures["leaning"]["second"], made["scales"][1],
                                                        settings.steering.latents)}
         summary = {"fve_base": figures["fit"]["fve"][0], "fve_distilled": figures["fit"]["fve"][1],
                    "exclusive_distilled": figures["counts"]["second"]["exclusive"],
@@ -135,7 +148,7 @@ def _latent_scaling(coder, xs: list[torch.Tensor], exclusive: dict[str, list[int
     if not studied:
         return {"ratios": {}, "baseline": [], "thresholds": None}
     pick = torch.randperm(len(shared), generator=torch.Generator().manual_seed(settings.training.seed))
-    baseline = [shared[i] for i in pick[:len(studied)].tolist()]
+    baseline = [shared[i] for i in pick[:max(len(studied), BASELINE_LATENTS)].tolist()]
     latents = studied + baseline
     owners = [0] * len(exclusive["first"]) + [1] * len(exclusive["second"]) + [1] * len(baseline)
     metric = LatentScaling(torch.tensor(latents), torch.tensor(owners))
@@ -239,17 +252,22 @@ def _counts(latents: dict[str, list], scaling: dict | None) -> dict:
     return out
 
 
-def _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, classes, live, settings) -> dict:
+def _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, leaning, classes, live,
+            settings) -> dict:
     """Each model's next-token loss and KL on the held-out texts with its block's output edited: replaced by the
-    reconstruction, zeroed, and with the writes of each side's exclusive latents (or as many random shared ones)
-    removed, the error term kept."""
+    reconstruction, zeroed, and with the writes removed (the error term kept) of each side's exclusive latents, of
+    each side's ``LEANING`` most one-sided latents, or of as many random shared latents as the larger of D's
+    exclusive and ``LEANING`` (none of the leaning ones: the control)."""
     rows = held.nonzero()[:, 0]  # the held-out rows, in text order
     texts = sorted(set(arrays["text"][rows].tolist()))
     f, xhats = coder([x[rows] for x in xs])
-    shared = [j for j, k in enumerate(classes) if live[j] and k == "shared"]
+    one_sided = set(leaning["first"]) | set(leaning["second"])
+    shared = [j for j, k in enumerate(classes) if live[j] and k == "shared" and j not in one_sided]
     pick = torch.randperm(len(shared), generator=torch.Generator().manual_seed(settings.training.seed + 1))
+    control = max(len(exclusive["second"]), LEANING)
     removed = {"ablate_distilled": exclusive["second"], "ablate_base": exclusive["first"],
-               "ablate_shared": [shared[i] for i in pick[:len(exclusive["second"])].tolist()]}
+               "ablate_distilled_leaning": leaning["second"], "ablate_base_leaning": leaning["first"],
+               "ablate_shared": [shared[i] for i in pick[:control].tolist()]}
     owner = arrays["text"][rows]
     out = {"n_texts": len(texts), "removed": {k: len(v) for k, v in removed.items()}}
     for m, name in enumerate((base, d)):
@@ -266,16 +284,26 @@ def _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, cla
                 edits[key].append(TokenEdit(positions, -write / scale, "add"))
         found = edited_losses(models[name], [read["texts"][t] for t in texts], block, edits, settings.batch_size)
         gap = found["zeroed"]["ce"] - found["original"]["ce"]
-        found["loss_recovered"] = finite((found["zeroed"]["ce"] - found["spliced"]["ce"]) / gap) if gap else None
+        if gap > 0:
+            found["loss_recovered"] = finite((found["zeroed"]["ce"] - found["spliced"]["ce"]) / gap)
+        else:  # the model predicts these texts no better than with its stream zeroed: nothing to recover
+            found["loss_recovered"] = None
+            found["loss_recovered_why"] = (f"zeroing the block's output does not raise the loss "
+                                           f"({found['zeroed']['ce']:.3f} against {found['original']['ce']:.3f} "
+                                           f"nats): the model does not predict these texts")
         out["base" if m == 0 else "distilled"] = found
     return out
 
 
-def _steered(coder, latents: list[dict], scale: float, count: int) -> list[dict]:
-    """The distilled student's exclusive latents steering adds: "real" ones first, then by how often they fire; each
-    with its largest write into the distilled model, in the model's units."""
-    ranked = sorted(latents, key=lambda e: (e["verdict"] != "real", -e["fires"]))[:count]
+def _steered(coder, exclusive: list[dict], leaning: list[dict], scale: float, count: int) -> list[dict]:
+    """The latents steering adds to the distilled student: its exclusive ones, "real" first, then by how often they
+    fire; where there are fewer than ``count``, its most one-sided shared ones (highest r), marked ``exclusive:
+    false``. Each with its largest write into the distilled model, in the model's units."""
+    ranked = sorted(exclusive, key=lambda e: (e["verdict"] != "real", -e["fires"]))
+    ranked += [e for e in leaning if e["latent"] not in {x["latent"] for x in ranked}]
     W = coder.W_dec[1].detach()
-    return [{"latent": e["latent"], "verdict": e["verdict"], "label": e["label"],
-             "direction": (e["max"] * W[e["latent"]] / scale).tolist(),
-             "norm": float(e["max"] * W[e["latent"]].norm() / scale)} for e in ranked if not math.isnan(e["max"])]
+    chosen = [e for e in ranked if not math.isnan(e["max"])][:count]
+    exclusive_ids = {e["latent"] for e in exclusive}
+    return [{"latent": e["latent"], "verdict": e["verdict"], "label": e["label"], "r": e["r"],
+             "exclusive": e["latent"] in exclusive_ids, "direction": (e["max"] * W[e["latent"]] / scale).tolist(),
+             "norm": float(e["max"] * W[e["latent"]].norm() / scale)} for e in chosen]
