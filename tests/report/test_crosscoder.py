@@ -137,7 +137,8 @@ def test_every_part_is_drawn_for_the_student_with_a_crosscoder(page):
     assert part.count("<svg") == 8
     for said in ("layers read: base layers.1, kd&amp;co layers.1", "BatchTopK (k = 4)", "FVE on 100 held-out tokens: "
                  "base 0.910, kd&amp;co 0.880", "L0 4.2", "dead 10.0%", "never fired on the data 20.0%",
-                 "base 97.5%, KL 0.040 nats/token; kd&amp;co 97.0%, KL 0.050 nats/token", "r below 0.3", "above 0.7", "base only 2, shared 30, kd&amp;co only 3",
+                 "base 97.5%, KL 0.040 nats/token; kd&amp;co 97.0%, KL 0.050 nats/token", "r below 0.3", "above 0.7",
+                 "base only 2, shared 30, kd&amp;co only 3",
                  "median 0.970", "ν<sub>error</sub> 0.200",
                  "Not drawn: 1 exclusive latent with a ratio that is not finite",
                  "Unsteered, on 3 questions: accuracy 60.0%"):
