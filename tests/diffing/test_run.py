@@ -82,3 +82,18 @@ def test_texts_are_read_by_line_by_paragraph_and_from_several_files(tmp_path):
     with pytest.raises(ValueError, match=r"Expected `texts.path` to be a .txt, .md, .jsonl"):
         (tmp_path / "c.bin").write_text("x")
         read_texts_file(TextsSource(path=str(tmp_path / "c.bin")))
+
+
+def test_activations_can_be_stored_in_bfloat16(pair, tmp_path):
+    import torch
+
+    settings = config(pair, tmp_path / "run")
+    settings["crosscoder"] = {**settings["crosscoder"], "dtype": "bfloat16",
+                              "training": {**settings["crosscoder"]["training"], "epochs": 1}}
+    found = diff(settings, progress=False)
+    stage = RunDir(tmp_path / "run").stage("crosscoder-activations-tuned")
+    arrays = stage.arrays()
+    assert arrays["first"].dtype == torch.bfloat16 and arrays["second"].dtype == torch.bfloat16
+    scale = stage.figures()["scales"][0]
+    assert float((arrays["first"].double() * scale).norm(dim=1).mean()) == pytest.approx(16 ** 0.5, rel=1e-6)
+    assert found["fit"]["n_rows"] > 0

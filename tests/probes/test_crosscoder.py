@@ -29,11 +29,11 @@ def test_models_that_share_a_vocabulary_are_paired_token_by_token():
 def test_models_with_different_tokenizers_are_paired_per_word():
     first, second = word_lm(0), char_lm(1)
     found = paired_activations(first, second, TEXTS[:4], layers=(1, 0))
-    words = sum(len(word_spans(t)) for t in TEXTS[:4])
+    words = sum(len(word_spans(t)) - 1 for t in TEXTS[:4])  # each text's first word left out (its attention sink)
     assert found["pairing"] == "word" and found["first"].shape == (words, 16) and found["second"].shape == (words, 16)
     (states,) = second.block_outputs(TEXTS[:1], 0)  # its last block: the block's output, before the final norm
-    chars = [t for t, (s, e) in enumerate(states.offsets) if s >= word_spans(TEXTS[0])[0][0]
-             and e <= word_spans(TEXTS[0])[0][1] and e > s]  # the first word's characters
+    chars = [t for t, (s, e) in enumerate(states.offsets) if s >= word_spans(TEXTS[0])[1][0]
+             and e <= word_spans(TEXTS[0])[1][1] and e > s]  # the second word's characters
     assert torch.allclose(found["second"][0], states.layers["layers.0"][chars].mean(0), atol=1e-6)
     (normed,) = second.hidden_states(TEXTS[:1])  # transformers' last hidden state is after the norm: not this
     assert not torch.allclose(found["second"][0], normed.layers["layers.0"][chars].mean(0), atol=1e-3)
@@ -56,7 +56,7 @@ def test_each_row_carries_its_token_index_and_character_span():
     for i, text in enumerate(TEXTS[:3]):
         mine = found["text"] == i
         (states,) = first.hidden_states([text])
-        kept = [t for t, (s, e) in enumerate(states.offsets) if e > s]
+        kept = [t for t, (s, e) in enumerate(states.offsets) if e > s and t > 0]
         assert found["position"][mine].tolist() == kept
         assert [tuple(s) for s in found["span"][mine].tolist()] == [states.offsets[t] for t in kept]
         assert [text[s:e] for s, e in found["span"][mine].tolist()] == text.split()  # one token per word here
@@ -69,8 +69,10 @@ def test_word_pairing_rows_carry_the_words_index_and_span():
     found = paired_activations(word_lm(0), char_lm(1), TEXTS[:3], layers=(0, 0))
     for i, text in enumerate(TEXTS[:3]):
         mine = found["text"] == i
-        assert found["position"][mine].tolist() == list(range(len(word_spans(text))))
-        assert [tuple(s) for s in found["span"][mine].tolist()] == word_spans(text)
+        assert found["position"][mine].tolist() == list(range(1, len(word_spans(text))))  # the first word left out
+        assert [tuple(s) for s in found["span"][mine].tolist()] == word_spans(text)[1:]
+    kept_all = paired_activations(word_lm(0), char_lm(1), TEXTS[:1], layers=(0, 0), keep_special=True)
+    assert kept_all["position"].tolist() == list(range(len(word_spans(TEXTS[0]))))
 
 
 def test_a_middle_block_is_read_without_running_the_blocks_after_it():

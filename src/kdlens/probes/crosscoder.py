@@ -4,9 +4,12 @@ at one layer each, on the same text, row for row.
 The residual stream after block ``i`` is Hugging Face's hidden state ``layers.i`` (default: half depth, block
 ``n_layers // 2 - 1``, the last block of the first half). Models that share a vocabulary are paired token by token;
 special tokens (BOS, padding, end-of-turn and the other ids the tokenizer calls special, chat-template markers
-among them) and tokens without text are left out unless ``keep_special``. Models with different tokenizers are
-paired per word (:func:`kdlens.subjects.lm.spans.word_spans`: each word's tokens averaged through character
-offsets), so both sides always hold the same number of rows.
+among them), tokens without text and each text's first token are left out unless ``keep_special``. The first token
+is where a model sinks its attention: with no BOS before it (SmolLM2's tokenizer adds none) it plays the BOS's part,
+its residual norm some 160x the median token's on SmolLM2 at block 14, and a few such rows would own the crosscoder's
+scale and loss. Models with different tokenizers are paired per word (:func:`kdlens.subjects.lm.spans.word_spans`:
+each word's tokens averaged through character offsets; the first word left out likewise), so both sides always
+hold the same number of rows.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def paired_activations(first, second, texts: Sequence[str], layers: tuple[int | 
     first, second : :class:`~kdlens.subjects.LanguageModel` s (their widths may differ)
     texts : the texts both models read
     layers : each model's block (None: half depth; :func:`layer_name`)
-    keep_special : keep special tokens and tokens without text (token pairing only)
+    keep_special : keep special tokens, tokens without text and each text's first token (or word)
 
     Returns
     -------
@@ -71,12 +74,12 @@ def paired_activations(first, second, texts: Sequence[str], layers: tuple[int | 
                        f"{len(a.offsets)} and {len(b.offsets)} tokens with other spans",
                        "Their tokenizers cut text differently: save both with the same tokenizer.json.")
             kept = [t for t, ((start, end), token) in enumerate(zip(a.offsets, a.tokens, strict=True))
-                    if keep_special or (end > start and token not in special)]
+                    if keep_special or (t > 0 and end > start and token not in special)]
             picked = [a.layers[names[0]][kept], b.layers[names[1]][kept]]
             where = [a.offsets[t] for t in kept]
         else:
-            where = word_spans(text)
-            kept = list(range(len(where)))
+            where = word_spans(text)[0 if keep_special else 1:]
+            kept = list(range(0 if keep_special else 1, len(where) + (0 if keep_special else 1)))
             picked = [pool_by_spans(s.layers[n].double(), s.offsets, where).float()
                       for s, n in ((a, names[0]), (b, names[1]))]
         rows[0].append(picked[0])
