@@ -260,7 +260,6 @@ def _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, lea
     exclusive and ``LEANING`` (none of the leaning ones: the control)."""
     rows = held.nonzero()[:, 0]  # the held-out rows, in text order
     texts = sorted(set(arrays["text"][rows].tolist()))
-    f, xhats = coder([x[rows] for x in xs])
     one_sided = set(leaning["first"]) | set(leaning["second"])
     shared = [j for j, k in enumerate(classes) if live[j] and k == "shared" and j not in one_sided]
     pick = torch.randperm(len(shared), generator=torch.Generator().manual_seed(settings.training.seed + 1))
@@ -275,12 +274,13 @@ def _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, lea
         W = coder.W_dec[m].detach()
         edits: dict[str, list] = {"spliced": [], "zeroed": [], **{k: [] for k in removed}}
         for t in texts:
-            mine = (owner == t).nonzero()[:, 0]
-            positions = arrays["position"][rows[mine]]
-            edits["spliced"].append(TokenEdit(positions, xhats[m][mine] / scale, "set"))
-            edits["zeroed"].append(TokenEdit(positions, torch.zeros_like(xhats[m][mine]), "set"))
+            mine = rows[owner == t]  # (n,): text t's rows
+            f, xhats = coder([x[mine] for x in xs])  # one text at a time: (n, L) latents
+            positions = arrays["position"][mine]
+            edits["spliced"].append(TokenEdit(positions, xhats[m] / scale, "set"))
+            edits["zeroed"].append(TokenEdit(positions, torch.zeros_like(xhats[m]), "set"))
             for key, latents in removed.items():
-                write = f[mine][:, latents] @ W[latents] if latents else torch.zeros_like(xhats[m][mine])
+                write = f[:, latents] @ W[latents] if latents else torch.zeros_like(xhats[m])
                 edits[key].append(TokenEdit(positions, -write / scale, "add"))
         found = edited_losses(models[name], [read["texts"][t] for t in texts], block, edits, settings.batch_size)
         gap = found["zeroed"]["ce"] - found["original"]["ce"]
