@@ -335,15 +335,8 @@ class LMAuditConfig(AuditSettings):
 
 def check_original_student(name: str | None, students: list[str]) -> None:
     """``probes.provenance.original_student`` names one of the students, and another student is left to trace."""
-    if name is None:
-        return
-    if name not in students:
-        raise ValueError(f"probes.provenance.original_student is {name!r}, which is none of the students "
-                         f"({', '.join(students)}).{did_you_mean(name, students)} Give the student before "
-                         f"distillation, audited beside the others.")
-    if len(students) < 2:
-        raise ValueError(f"probes.provenance.original_student is {name!r}, the only student: provenance traces the "
-                         f"sentences of distilled students, so add at least one more student")
+    check_reference_student("probes.provenance.original_student", name, students,
+                            "provenance traces the sentences of distilled students")
 
 
 def check_base(name: str | None, students: list[str], compared: list[str] | None = None) -> None:
@@ -355,15 +348,21 @@ def check_base(name: str | None, students: list[str], compared: list[str] | None
                              f"{'the base itself' if other == name else 'none of the students'} "
                              f"({', '.join(students)}).{did_you_mean(other, students)} List students to compare "
                              f"with the base.")
+    check_reference_student("probes.crosscoder.base", name, students,
+                            "the crosscoder compares it with distilled students")
+
+
+def check_reference_student(key: str, name: str | None, students: list[str], why: str) -> None:
+    """Config key ``key`` (None: the probe is off) names one of the students, the model before distillation, and at
+    least one other student is left for the probe (``why`` it needs one)."""
     if name is None:
         return
     if name not in students:
-        raise ValueError(f"probes.crosscoder.base is {name!r}, which is none of the students "
-                         f"({', '.join(students)}).{did_you_mean(name, students)} Give the student before "
-                         f"distillation, audited beside the others.")
+        raise ValueError(f"{key} is {name!r}, which is none of the students ({', '.join(students)})."
+                         f"{did_you_mean(name, students)} Give the student before distillation, audited beside the "
+                         f"others.")
     if len(students) < 2:
-        raise ValueError(f"probes.crosscoder.base is {name!r}, the only student: the crosscoder compares it with "
-                         f"distilled students, so add at least one more student")
+        raise ValueError(f"{key} is {name!r}, the only student: {why}, so add at least one more student")
 
 
 def check_model_name(name: str) -> None:
