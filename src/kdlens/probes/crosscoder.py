@@ -19,18 +19,21 @@ from collections.abc import Sequence
 import torch
 
 from kdlens import validation as V
+from kdlens.subjects.lm.layers import check_block
 from kdlens.subjects.lm.spans import pool_by_spans, word_spans
 
 
 def layer_name(model, layer: int | None = None) -> str:
     """The hidden-state name of ``model``'s residual stream after block ``layer`` (default: half depth); an error
     listing the real ones otherwise."""
-    blocks = int(model.model.config.num_hidden_layers)
-    index = max(blocks // 2 - 1, 0) if layer is None else layer
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < blocks:
-        V.fail("layer", f"a block index of {model.name} from 0 to {blocks - 1} (its layers: "
-               f"{', '.join(f'layers.{i}' for i in range(blocks))})", repr(layer))
-    return f"layers.{index}"
+    if layer is None:
+        layer = max(int(model.model.config.num_hidden_layers) // 2 - 1, 0)
+    return f"layers.{check_block(model.model, layer, 'layer', model.name)}"
+
+
+def pairing_of(first, second) -> str:
+    """How two models' rows are paired: ``"token"`` when their tokenizers share a vocabulary, else ``"word"``."""
+    return "token" if first.tokenizer.get_vocab() == second.tokenizer.get_vocab() else "word"
 
 
 def paired_activations(first, second, texts: Sequence[str], layers: tuple[int | None, int | None] = (None, None),
@@ -60,7 +63,7 @@ def paired_activations(first, second, texts: Sequence[str], layers: tuple[int | 
     if not texts:
         V.fail("texts", "at least one text", "none")
     names = (layer_name(first, layers[0]), layer_name(second, layers[1]))
-    pairing = "token" if first.tokenizer.get_vocab() == second.tokenizer.get_vocab() else "word"
+    pairing = pairing_of(first, second)
     states = []  # per model, per text: HiddenStates holding its layer alone, the forward stopped after the block
     for model, name in zip((first, second), names, strict=True):
         states.append(model.block_outputs(texts, int(name.removeprefix("layers.")), batch_size))

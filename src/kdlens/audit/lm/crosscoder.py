@@ -30,7 +30,7 @@ from kdlens.distill import crosscoder as C
 from kdlens.distill.config import TrainConfig
 from kdlens.probes import provenance as P
 from kdlens.probes import traces as T
-from kdlens.probes.crosscoder import paired_activations
+from kdlens.probes.crosscoder import layer_name, paired_activations, pairing_of
 from kdlens.probes.latent_effects import steering
 from kdlens.rundir import RunDir, StageDir, StageOutput
 from kdlens.stages import Shard, Stage, batch_spans, spans
@@ -115,9 +115,9 @@ def activations_stage(models: dict, base: str, d: str, read: dict, settings) -> 
 
     def reduce(states: list[dict], _) -> StageOutput:
         arrays = {key: torch.cat([s[key] for s in states]) for key in ("first", "second", "text", "position", "span")}
-        probe = paired_activations(models[base], models[d], texts[:1], layers, 1, settings.keep_special)
         scales = [C.scale_to_sqrt_d(arrays[key].float())[1] for key in ("first", "second")]
-        figures = {"base": base, "distilled": d, "layers": probe["layers"], "pairing": probe["pairing"],
+        figures = {"base": base, "distilled": d, "pairing": pairing_of(models[base], models[d]),
+                   "layers": [layer_name(models[name], settings.layer) for name in (base, d)],
                    "widths": [arrays["first"].shape[1], arrays["second"].shape[1]], "dtype": settings.dtype,
                    "scales": scales, "n_rows": arrays["first"].shape[0], "n_texts": len(texts),
                    "sources": list(SOURCES)}
