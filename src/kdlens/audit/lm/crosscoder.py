@@ -128,11 +128,9 @@ def activations_stage(models: dict, base: str, d: str, read: dict, settings) -> 
                  map=map_chunk, reduce=reduce, examples=len(texts))
 
 
-def training_rows(run: RunDir, d: str, settings, read: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The activations of ``d``'s pair scaled to mean norm sqrt(d) (float32, one (N, d_m) per model) and (N,)
-    bool: the rows of held-out groups (questions) of ``read``."""
-    stage = run.stage(names(d)["activations"])
-    arrays, scales = stage.arrays(), stage.figures()["scales"]
+def training_rows(arrays: dict, scales: list[float], settings, read: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The activations of a pair (``arrays`` and ``scales``: its activations stage's) scaled to mean norm sqrt(d)
+    (float32, one (N, d_m) per model) and (N,) bool: the rows of held-out groups (questions) of ``read``."""
     xs = [arrays[key].float() * s for key, s in zip(("first", "second"), scales, strict=True)]
     groups = torch.tensor(read["groups"])[arrays["text"]]  # (N,)
     held = held_out(read["n_groups"], settings.eval_share, settings.training.seed)[groups]
@@ -154,7 +152,8 @@ def training_stage(run: RunDir, d: str, settings, read: dict, upstream: str | No
               "eval_share": settings.eval_share, "groups": io.stable_hash(read["groups"])}
 
     def compute(stage_dir: StageDir) -> StageOutput:
-        xs, held = training_rows(run, d, settings, read)
+        made = run.stage(names(d)["activations"])
+        xs, held = training_rows(made.arrays(), made.figures()["scales"], settings, read)
         pairs = [x[~held] for x in xs]
         n_latents = train.expansion * max(x.shape[1] for x in xs)
         config = TrainConfig(epochs=train.epochs, batch_size=min(train.batch_size, pairs[0].shape[0]), lr=train.lr,

@@ -63,7 +63,7 @@ def analysis_stage(run: RunDir, models: dict, base: str, d: str, read: dict, set
         stage_dir.say(f"{base} x {d}: analysing the crosscoder")
         activations = run.stage(names(d)["activations"])
         made, arrays = activations.figures(), activations.arrays()
-        xs, held = training_rows(run, d, settings, read)
+        xs, held = training_rows(arrays, made["scales"], settings, read)
         coder = load_crosscoder(run, d)
         trained = run.stage(names(d)["train"]).figures()
         figures = {"base": base, "distilled": d, "layers": made["layers"], "pairing": made["pairing"],
@@ -88,12 +88,13 @@ def analysis_stage(run: RunDir, models: dict, base: str, d: str, read: dict, set
             figures["latent_scaling"] = scaling
             regions = _regions(arrays, read, models[base])
             words = _words(arrays, read)
-            figures["latents"] = {side: _describe(coder, xs, latents, seen, r, scaling, regions, words, arrays,
-                                                  read, settings) for side, latents in exclusive.items()}
             ranked = sorted((j for j in range(coder.n_latents) if live[j]), key=lambda j: (-float(r[j]), j))
             leaning = {"second": ranked[:LEANING], "first": ranked[::-1][:LEANING]}
-            figures["leaning"] = {side: _describe(coder, xs, latents, seen, r, scaling, regions, words, arrays,
-                                                  read, settings) for side, latents in leaning.items()}
+            described = _describe(coder, xs, {**{("latents", s): v for s, v in exclusive.items()},
+                                              **{("leaning", s): v for s, v in leaning.items()}},
+                                  seen, r, scaling, regions, words, arrays, read, settings)
+            for key in ("latents", "leaning"):
+                figures[key] = {side: described[(key, side)] for side in ("first", "second")}
             figures["region_rows"] = {name: int((regions == g).sum()) for g, name in enumerate(REGIONS)}
             figures["counts"] = _counts(figures["latents"], scaling)
             figures["inside"] = _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, leaning,
@@ -195,14 +196,15 @@ def _words(arrays: dict, read: dict) -> list[str]:
                                                                          arrays["span"].tolist(), strict=True)]
 
 
-def _describe(coder, xs, latents: list[int], seen: dict, r, scaling, regions, words, arrays, read, settings) -> list:
-    """The exclusive latents of one side, most frequent first: statistics, verdict, label, words and contexts."""
-    if not latents:
-        return []
-    order = sorted(latents, key=lambda j: (-int(seen["fires"][j]), j))
-    columns = torch.tensor(order)
-    mass = torch.zeros(len(order), len(REGIONS), dtype=torch.float64)
-    by_word: list[dict[str, float]] = [{} for _ in order]
+def _describe(coder, xs, groups: dict, seen: dict, r, scaling, regions, words, arrays, read, settings) -> dict:
+    """Each group's latents (``groups``: key -> latent indices; a latent may be in several), most frequent first:
+    statistics, verdict, label, words and contexts; one encoding pass over the rows for every group."""
+    union = sorted({j for latents in groups.values() for j in latents})
+    if not union:
+        return {key: [] for key in groups}
+    columns, at = torch.tensor(union), {j: i for i, j in enumerate(union)}
+    mass = torch.zeros(len(union), len(REGIONS), dtype=torch.float64)
+    by_word: list[dict[str, float]] = [{} for _ in union]
     for lo in range(0, xs[0].shape[0], CHUNK):
         f = coder.encode([x[lo:lo + CHUNK] for x in xs])[:, columns].double()  # (chunk, K)
         mass += f.T @ torch.nn.functional.one_hot(regions[lo:lo + CHUNK], len(REGIONS)).double()
@@ -213,31 +215,37 @@ def _describe(coder, xs, latents: list[int], seen: dict, r, scaling, regions, wo
     shares = mass / mass.sum(1, keepdim=True).clamp_min(1e-300)
     row_share = torch.bincount(regions, minlength=len(REGIONS)).double() / len(regions)
     cues = {w.lower() for w in settings.cue_words}
-    out = []
-    for i, j in enumerate(order):
-        total = sum(by_word[i].values()) or 1.0
-        top_words = sorted(by_word[i].items(), key=lambda kv: -kv[1])[:5]
-        cue = {w: v / total for w, v in by_word[i].items() if w in cues}
-        lift = [float(shares[i, g] / row_share[g]) if row_share[g] > 0 else 0.0 for g in range(len(REGIONS))]
-        favoured = max(range(len(REGIONS)), key=lambda g: lift[g] if shares[i, g] >= 0.2 else -1.0)
-        ratio = (scaling or {}).get("ratios", {}).get(str(j), {})
-        entry = {"latent": j, "r": float(r[j]), "fires": int(seen["fires"][j]),
-                 "frequency": float(seen["frequency"][j]), "mean": finite(float(seen["mean_when_firing"][j])),
-                 "max": float(seen["top_values"][j, 0]), "nu_error": ratio.get("nu_error"),
-                 "nu_reconstruction": ratio.get("nu_reconstruction"), "verdict": ratio.get("verdict"),
-                 "regions": {name: float(shares[i, g]) for g, name in enumerate(REGIONS)},
-                 "label": f"{REGIONS[favoured]} ({lift[favoured]:.1f}x)", "words": [[w, v / total] for w, v in
-                                                                                   top_words],
-                 "cue_share": sum(cue.values()), "cues": cue,
-                 "template_or_special": float(shares[i, 0] + shares[i, 1]) > 0.5}
-        if i < settings.shown:
-            entry["contexts"] = [{**contexts(read["texts"][int(arrays["text"][row])],
-                                             tuple(arrays["span"][row].tolist())),
-                                  "activation": float(value), "region": REGIONS[int(regions[row])]}
-                                 for value, row in zip(seen["top_values"][j].tolist(), seen["top_rows"][j].tolist(),
-                                                       strict=True) if row >= 0]
-        out.append(entry)
+    out = {}
+    for key, latents in groups.items():
+        order = sorted(latents, key=lambda j: (-int(seen["fires"][j]), j))
+        out[key] = [_entry(j, at[j], rank < settings.shown, seen, r, scaling, shares, row_share, by_word[at[j]], cues,
+                           regions, arrays, read) for rank, j in enumerate(order)]
     return out
+
+
+def _entry(j: int, i: int, with_contexts: bool, seen, r, scaling, shares, row_share, words: dict[str, float], cues,
+           regions, arrays, read) -> dict:
+    """Latent ``j``'s description (``i``: its row in ``shares``; ``words``: its activation mass per word)."""
+    total = sum(words.values()) or 1.0
+    top_words = sorted(words.items(), key=lambda kv: -kv[1])[:5]
+    cue = {w: v / total for w, v in words.items() if w in cues}
+    lift = [float(shares[i, g] / row_share[g]) if row_share[g] > 0 else 0.0 for g in range(len(REGIONS))]
+    favoured = max(range(len(REGIONS)), key=lambda g: lift[g] if shares[i, g] >= 0.2 else -1.0)
+    ratio = (scaling or {}).get("ratios", {}).get(str(j), {})
+    entry = {"latent": j, "r": float(r[j]), "fires": int(seen["fires"][j]),
+             "frequency": float(seen["frequency"][j]), "mean": finite(float(seen["mean_when_firing"][j])),
+             "max": float(seen["top_values"][j, 0]), "nu_error": ratio.get("nu_error"),
+             "nu_reconstruction": ratio.get("nu_reconstruction"), "verdict": ratio.get("verdict"),
+             "regions": {name: float(shares[i, g]) for g, name in enumerate(REGIONS)},
+             "label": f"{REGIONS[favoured]} ({lift[favoured]:.1f}x)", "words": [[w, v / total] for w, v in top_words],
+             "cue_share": sum(cue.values()), "cues": cue,
+             "template_or_special": float(shares[i, 0] + shares[i, 1]) > 0.5}
+    if with_contexts:
+        entry["contexts"] = [{**contexts(read["texts"][int(arrays["text"][row])], tuple(arrays["span"][row].tolist())),
+                              "activation": float(value), "region": REGIONS[int(regions[row])]}
+                             for value, row in zip(seen["top_values"][j].tolist(), seen["top_rows"][j].tolist(),
+                                                   strict=True) if row >= 0]
+    return entry
 
 
 def _counts(latents: dict[str, list], scaling: dict | None) -> dict:
@@ -268,15 +276,15 @@ def _inside(models, base, d, coder, xs, held, arrays, read, made, exclusive, lea
                "ablate_distilled_leaning": leaning["second"], "ablate_base_leaning": leaning["first"],
                "ablate_shared": [shared[i] for i in pick[:control].tolist()]}
     owner = arrays["text"][rows]
+    mine = [rows[owner == t] for t in texts]  # each text's rows
+    encoded = [coder([x[own] for x in xs]) for own in mine]  # one text at a time: (n, L) latents, reconstructions
     out = {"n_texts": len(texts), "removed": {k: len(v) for k, v in removed.items()}}
     for m, name in enumerate((base, d)):
         scale, block = made["scales"][m], int(made["layers"][m].split(".")[1])
         W = coder.W_dec[m].detach()
         edits: dict[str, list] = {"spliced": [], "zeroed": [], **{k: [] for k in removed}}
-        for t in texts:
-            mine = rows[owner == t]  # (n,): text t's rows
-            f, xhats = coder([x[mine] for x in xs])  # one text at a time: (n, L) latents
-            positions = arrays["position"][mine]
+        for own, (f, xhats) in zip(mine, encoded, strict=True):
+            positions = arrays["position"][own]
             edits["spliced"].append(TokenEdit(positions, xhats[m] / scale, "set"))
             edits["zeroed"].append(TokenEdit(positions, torch.zeros_like(xhats[m]), "set"))
             for key, latents in removed.items():
