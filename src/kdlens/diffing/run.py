@@ -11,7 +11,7 @@ from typing import Any
 
 from kdlens import io
 from kdlens.audit.lm import crosscoder
-from kdlens.audit.lm.crosscoder_analysis import analysis_stage
+from kdlens.audit.lm.crosscoder_analysis import run_pair
 from kdlens.config import dump_yaml, read_config_file, validate
 from kdlens.diffing.config import CrosscoderConfig, TextsSource
 from kdlens.rundir import RunDir
@@ -75,13 +75,8 @@ def diff(config: Any, progress: bool = True) -> dict:
     run.claim()
     run.write_config(dump_yaml(config))
     read = crosscoder.read_texts(texts)
-    settings, stage = config.crosscoder, crosscoder.names(second)
     with StageRunner(run, ["crosscoder"], progress) as runner, runner.line("crosscoder"):
-        runner.run(crosscoder.activations_stage(models, first, second, read, settings), line="crosscoder")
-        runner.run(crosscoder.training_stage(run, second, settings, read, runner.inputs_hash(stage["activations"])),
-                   line="crosscoder")
-        upstream = {k: runner.inputs_hash(stage[k]) for k in ("activations", "train")}
-        runner.run(analysis_stage(run, models, first, second, read, settings, upstream), line="crosscoder")
-    figures = run.stage(stage["analysis"]).figures()
+        run_pair(runner, models, first, second, read, config.crosscoder)
+    figures = run.stage(crosscoder.names(second)["analysis"]).figures()
     io.atomic_write_json(run.path / "crosscoder.json", figures)
     return {**figures, "run_dir": str(run.path)}

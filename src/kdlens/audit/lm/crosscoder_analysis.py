@@ -29,7 +29,14 @@ import math
 
 import torch
 
-from kdlens.audit.lm.crosscoder import finite, load_crosscoder, names, training_rows
+from kdlens.audit.lm.crosscoder import (
+    activations_stage,
+    finite,
+    load_crosscoder,
+    names,
+    training_rows,
+    training_stage,
+)
 from kdlens.audit.lm.stages import digest
 from kdlens.distill import crosscoder as C
 from kdlens.measures.latent_scaling import LatentScaling, classify_exclusive
@@ -108,6 +115,16 @@ def analysis_stage(run: RunDir, models: dict, base: str, d: str, read: dict, set
         return StageOutput(figures=figures, summary=summary)
 
     return Stage(names(d)["analysis"], inputs, compute=compute)
+
+
+def run_pair(runner, models: dict, base: str, d: str, read: dict, settings, line: str = "crosscoder") -> None:
+    """Run the crosscoder stages of the pair (``base``, ``d``) in order on ``runner``'s progress line ``line``:
+    activations, training and analysis, each depending on the one before (the audit adds steering)."""
+    run, stage = runner.run_dir, names(d)
+    runner.run(activations_stage(models, base, d, read, settings), line=line)
+    runner.run(training_stage(run, d, settings, read, runner.inputs_hash(stage["activations"])), line=line)
+    upstream = {k: runner.inputs_hash(stage[k]) for k in ("activations", "train")}
+    runner.run(analysis_stage(run, models, base, d, read, settings, upstream), line=line)
 
 
 def _fit(coder, held: list[torch.Tensor], seen: dict, window: int) -> dict:

@@ -19,7 +19,7 @@ from kdlens.audit.lm.config import (
     check_model_name,
     check_original_student,
 )
-from kdlens.audit.lm.crosscoder_analysis import analysis_stage
+from kdlens.audit.lm.crosscoder_analysis import run_pair
 from kdlens.audit.lm.data import lab_tasks, load_questions, prompted
 from kdlens.audit.lm.headline import headline
 from kdlens.audit.lm.stages import calibration_stage, generation_stage, representations_stage, traces_stage
@@ -72,6 +72,12 @@ def default_stop(data) -> str | None:
     return "\n" + head if head else "\n\n"
 
 
+def model_settings(config: LMAuditConfig, model: LanguageModel, settings: dict) -> dict:
+    """The generation settings of one model: ``settings``, with chat prompts its end-of-turn ids as ``stop_ids``."""
+    turn_ends = end_of_turn_ids(model) if getattr(config.data, "chat", False) else []
+    return {**settings, **({"stop_ids": turn_ends} if turn_ends else {})}
+
+
 class LanguageModelKind:
     """Hugging Face causal language models that answer in steps: the lab's chains and babi, or your questions."""
 
@@ -108,9 +114,8 @@ class LanguageModelKind:
             shown = [q.prompt for q in audit.extra["bare"]]
         with runner.line("traces"):
             for name, model in models.items():
-                turn_ends = end_of_turn_ids(model) if getattr(config.data, "chat", False) else []
-                mine = {**settings, **({"stop_ids": turn_ends} if turn_ends else {})}
-                runner.run(generation_stage(name, model, asked[name], mine), line="traces")
+                runner.run(generation_stage(name, model, asked[name], model_settings(config, model, settings)),
+                           line="traces")
             runner.run(traces_stage(run, models, asked[TEACHER], settings, shown), line="traces")
         if probes.calibration.enabled:
             runner.run(calibration_stage(run, models, asked, probes.calibration.n_bins,
@@ -151,14 +156,9 @@ class LanguageModelKind:
                     continue
                 stage = crosscoder.names(d)
                 read = crosscoder.texts_of(run, asked, audit.extra["bare"], probe.base, d, probe.n)
-                runner.run(crosscoder.activations_stage(models, probe.base, d, read, probe), line="crosscoder")
-                runner.run(crosscoder.training_stage(run, d, probe, read,
-                                                     runner.inputs_hash(stage["activations"])), line="crosscoder")
-                upstream = {k: runner.inputs_hash(stage[k]) for k in ("activations", "train")}
-                runner.run(analysis_stage(run, models, probe.base, d, read, probe, upstream), line="crosscoder")
+                run_pair(runner, models, probe.base, d, read, probe)
                 if probe.steering.latents:
-                    turn_ends = end_of_turn_ids(models[d]) if getattr(config.data, "chat", False) else []
-                    mine = {**settings, **({"stop_ids": turn_ends} if turn_ends else {})}
+                    mine = model_settings(config, models[d], settings)
                     runner.run(crosscoder.steering_stage(run, models, probe.base, d, asked[d], mine, probe,
                                                          config.probes.provenance,
                                                          runner.inputs_hash(stage["analysis"])), line="crosscoder")
